@@ -1,0 +1,53 @@
+"""The fast CPU path: ONNX Runtime, int8 by default, with no torch import when scoring."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, ModelLoadError
+from ..loading import ModelInfo
+from .export import ensure_onnx, entry_dir
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        return max(1, os.cpu_count() or 1)
+
+
+class OnnxBackend:
+    """An ONNX Runtime session over an exported (and by default int8-quantized) cross-encoder."""
+
+    def __init__(self, info: ModelInfo, *, quantize: str = "auto", num_threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                "backend='onnx' needs onnxruntime: pip install onnxruntime (it is a crossrank dependency)"
+            ) from exc
+        variant = "fp32" if quantize == "fp32" else "int8"
+        path = ensure_onnx(info, variant)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = num_threads or _default_threads()
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelLoadError(
+                f"ONNX Runtime could not load {path} ({exc}); delete {entry_dir(info, variant)} to rebuild it"
+            ) from exc
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        self.path = path
+        self.variant = variant
+        self.name = f"onnx-{variant}"
+
+    def forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {k: v for k, v in batch.items() if k in self._inputs}
+        (logits,) = self._session.run(["logits"], feed)
+        return np.asarray(logits, dtype=np.float32)

