@@ -1,0 +1,265 @@
+"""Two-stage retrieval: Chroma recalls candidates with a bi-encoder, crossrank reranks them.
+
+Stage 1 returns Chroma *distances* (cosine distance: lower is closer); they are reported as
+``distance`` and never presented as relevance. Stage 2's ``score`` is the cross-encoder's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .chroma import DEFAULT_COLLECTION, get_collection, open_client
+from .embeddings import embedding_function, resolve_embedder
+from .errors import InvalidArgumentError, VectorStoreError
+from .indexing import Chunk, discover, iter_chunks
+from .inputs import check_positive_int, check_query, check_top_n
+from .reranker import Reranker
+from .types import Candidate, RankedResults
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: where stage 1 put it (rank, distance) and where stage 2 put it (rank, score)."""
+
+    rank: int
+    first_stage_rank: int
+    distance: float | None
+    score: float
+    id: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    windows: int = 1
+    truncated: bool = False
+
+    @property
+    def movement(self) -> int:
+        return self.first_stage_rank - self.rank
+
+
+@dataclass(frozen=True)
+class SearchResults:
+    query: str
+    hits: list[Hit]
+    candidates: int
+    retrieve_ms: float
+    rerank_ms: float
+    model: str
+    backend: str
+    normalize: str
+    filtered: int = 0
+
+    @property
+    def total_ms(self) -> float:
+        return self.retrieve_ms + self.rerank_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["total_ms"] = self.total_ms
+        return d
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    files: int
+    chunks: int
+    removed: int
+    seconds: float
+    collection: str
+    count: int
+
+
+class Pipeline:
+    """A Chroma collection plus a reranker: ``search(query)`` runs both stages.
+
+    ``db`` is the embedded database folder (default ``CROSSRANK_DB`` or the user data dir);
+    ``chroma_url`` switches to a Chroma server. ``reranker`` is a ``Reranker`` or a model id/path.
+    The score cache is on by default here (repeated queries over the same chunks skip the model).
+    """
+
+    def __init__(
+        self,
+        collection: str = DEFAULT_COLLECTION,
+        *,
+        db: str | os.PathLike[str] | None = None,
+        chroma_url: str | None = None,
+        embedder: str | os.PathLike[str] | None = None,
+        reranker: Reranker | str | os.PathLike[str] | None = None,
+        candidates: int = 100,
+        create: bool = False,
+        timeout: float = 10.0,
+        **reranker_kwargs: Any,
+    ) -> None:
+        self.candidates = check_positive_int("candidates", candidates) or 100
+        self.embedder = resolve_embedder(embedder)
+        self._ef = embedding_function(self.embedder)
+        self.client = open_client(db, chroma_url, timeout=timeout)
+        self.collection_name = collection
+        self.collection = get_collection(self.client, collection, self._ef, create=create)
+        self._reranker = reranker if isinstance(reranker, Reranker) else None
+        self._reranker_spec = None if reranker is None or isinstance(reranker, Reranker) else os.fspath(reranker)
+        self._reranker_kwargs = {"cache_size": 10_000, **reranker_kwargs}
+
+    @property
+    def reranker(self) -> Reranker:
+        """Made on first use, so indexing never loads (or needs) the cross-encoder."""
+        if self._reranker is None:
+            model = self._reranker_spec or os.environ.get("CROSSRANK_MODEL")
+            self._reranker = Reranker(model, **self._reranker_kwargs) if model else Reranker(**self._reranker_kwargs)
+        return self._reranker
+
+    # ------------------------------------------------------------------ indexing
+    def count(self) -> int:
+        return int(self._call(self.collection.count))
+
+    def add_chunks(self, chunks: Sequence[Chunk], *, batch_size: int = 128) -> None:
+        for s in range(0, len(chunks), batch_size):
+            part = chunks[s : s + batch_size]
+            self._call(
+                self.collection.upsert,
+                ids=[c.id for c in part],
+                documents=[c.text for c in part],
+                metadatas=[c.metadata or {"source": ""} for c in part],
+            )
+
+    def index_paths(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        chunk_size: int = 1000,
+        overlap: int = 200,
+        batch_size: int = 128,
+        progress: bool = True,
+    ) -> IndexReport:
+        """Index files (upsert by stable id; chunks a file no longer has are deleted)."""
+        from tqdm.auto import tqdm
+
+        t0 = time.perf_counter()
+        files = discover(paths)
+        total = removed = 0
+        bar = tqdm(total=len(files), unit="file", desc="indexing", disable=not progress)
+        for path, chunks in iter_chunks(files, chunk_size, overlap):
+            bar.set_postfix_str(path.name[-30:])
+            self.add_chunks(chunks, batch_size=batch_size)
+            keep = {c.id for c in chunks}
+            src = str(path.resolve())
+            existing = self._call(self.collection.get, where={"source": src}, include=[])["ids"]
+            stale = [i for i in existing if i not in keep]
+            if stale:
+                self._call(self.collection.delete, ids=stale)
+            removed += len(stale)
+            total += len(chunks)
+            bar.update(1)
+        bar.close()
+        return IndexReport(len(files), total, removed, time.perf_counter() - t0, self.collection_name, self.count())
+
+    # ------------------------------------------------------------------ search
+    def retrieve(
+        self,
+        query: str,
+        *,
+        candidates: int | None = None,
+        where: dict[str, Any] | None = None,
+        where_document: dict[str, Any] | None = None,
+    ) -> list[tuple[Candidate, float]]:
+        """Stage 1 only: (candidate, cosine distance) pairs, nearest first."""
+        k = check_positive_int("candidates", candidates or self.candidates) or self.candidates
+        res = self._call(
+            self.collection.query,
+            query_texts=[query],
+            n_results=k,
+            where=where,
+            where_document=where_document,
+            include=["documents", "metadatas", "distances"],
+        )
+        ids = res["ids"][0]
+        docs = (res.get("documents") or [[]])[0] or []
+        metas = (res.get("metadatas") or [[]])[0] or [{}] * len(ids)
+        dists = (res.get("distances") or [[]])[0] or [None] * len(ids)
+        return [
+            (Candidate(text=d or "", id=i, metadata=dict(m or {}), score=dist), float(dist))
+            for i, d, m, dist in zip(ids, docs, metas, dists)
+        ]
+
+    def search(
+        self,
+        query: str,
+        *,
+        top_n: int = 10,
+        candidates: int | None = None,
+        where: dict[str, Any] | None = None,
+        where_document: dict[str, Any] | None = None,
+        threshold: float | None = None,
+    ) -> SearchResults:
+        check_query(query)
+        check_top_n(top_n)
+        t0 = time.perf_counter()
+        found = self.retrieve(query, candidates=candidates, where=where, where_document=where_document)
+        t1 = time.perf_counter()
+        ranked = self.reranker.rerank(query, [c for c, _ in found], top_n=top_n, threshold=threshold)
+        return self._results(query, found, ranked, t1 - t0, time.perf_counter() - t1)
+
+    async def asearch(
+        self,
+        query: str,
+        *,
+        top_n: int = 10,
+        candidates: int | None = None,
+        where: dict[str, Any] | None = None,
+        where_document: dict[str, Any] | None = None,
+        threshold: float | None = None,
+    ) -> SearchResults:
+        check_query(query)
+        check_top_n(top_n)
+        t0 = time.perf_counter()
+        found = await asyncio.to_thread(
+            self.retrieve, query, candidates=candidates, where=where, where_document=where_document
+        )
+        t1 = time.perf_counter()
+        ranked = await self.reranker.arerank(query, [c for c, _ in found], top_n=top_n, threshold=threshold)
+        return self._results(query, found, ranked, t1 - t0, time.perf_counter() - t1)
+
+    def _results(
+        self, query: str, found: list[tuple[Candidate, float]], ranked: RankedResults, t_ret: float, t_rr: float
+    ) -> SearchResults:
+        hits = [
+            Hit(
+                rank=r.rank,
+                first_stage_rank=r.first_stage_rank,
+                distance=found[r.index][1],
+                score=r.score,
+                id=r.id or "",
+                text=r.text,
+                metadata=dict(r.metadata),
+                windows=r.windows,
+                truncated=r.truncated,
+            )
+            for r in ranked
+        ]
+        return SearchResults(
+            query=query,
+            hits=hits,
+            candidates=len(found),
+            retrieve_ms=t_ret * 1000,
+            rerank_ms=t_rr * 1000,
+            model=self.reranker.model_name,
+            backend=self.reranker.backend_name,
+            normalize=ranked.normalize,
+            filtered=len(ranked.filtered),
+        )
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Chroma calls with our error type: a dead server becomes a VectorStoreError, not a stack trace."""
+        try:
+            return fn(*args, **kwargs)
+        except (InvalidArgumentError, VectorStoreError):
+            raise
+        except Exception as exc:
+            if "where" in str(exc).lower() and ("invalid" in str(exc).lower() or "expected" in str(exc).lower()):
+                raise InvalidArgumentError(f"invalid Chroma filter: {exc}") from exc
+            raise VectorStoreError(f"Chroma request failed ({type(exc).__name__}: {exc})") from exc

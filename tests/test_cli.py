@@ -1,0 +1,198 @@
+"""The command line over a real embedded Chroma: index, query, demo, eval, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crossrank.cli import main
+
+DOC_MD = """# Snakes
+
+Ball pythons are constrictors that eat rodents. Feed a pet ball python one mouse every one to two weeks.
+
+# Programming
+
+Python is a programming language. List comprehensions build lists in one expression.
+"""
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    d = tmp_path / "docs"
+    d.mkdir()
+    (d / "guide.md").write_text(DOC_MD)
+    (d / "notes.txt").write_text("Aspirin lowers heart attack risk. " * 80)  # long: several chunks
+    return d
+
+
+def test_index_is_idempotent_and_removes_stale_chunks(
+    capsys: pytest.CaptureFixture[str], corpus: Path, tmp_path: Path, embedder_path: Path
+) -> None:
+    db = str(tmp_path / "db")
+    args = ["index", str(corpus), "--db", db, "--embedder", str(embedder_path), "--chunk-size", "400", "--json"]
+    code, out, _ = run(capsys, *args)
+    first = json.loads(out)
+    assert code == 0 and first["files"] == 2 and first["chunks"] > 3
+    assert first["total_in_collection"] == first["chunks"]
+    code, out, _ = run(capsys, *args)
+    assert json.loads(out)["total_in_collection"] == first["chunks"], "re-indexing must not duplicate"
+    (corpus / "notes.txt").write_text("Aspirin lowers heart attack risk.")
+    code, out, _ = run(capsys, *args)
+    again = json.loads(out)
+    assert again["removed_stale"] > 0 and again["total_in_collection"] == again["chunks"]
+
+
+def test_query_table_json_and_filters(
+    capsys: pytest.CaptureFixture[str], corpus: Path, tmp_path: Path, embedder_path: Path, tiny_model: Path
+) -> None:
+    db = str(tmp_path / "db")
+    store = ["--db", db, "--embedder", str(embedder_path)]
+    assert run(capsys, "index", str(corpus), *store, "--chunk-size", "400", "--quiet")[0] == 0
+    model = ["--model", str(tiny_model), "--backend", "torch"]
+    code, out, _ = run(capsys, "query", "how often to feed a ball python", *store, *model, "--top-n", "3")
+    assert code == 0
+    assert out.splitlines()[0].split()[:5] == ["new", "old", "move", "score", "dist"]
+    assert "stage 1 (Chroma" in out and "not relevance" in out
+    code, out, _ = run(capsys, "query", "python", *store, *model, "--json", "--top-n", "2")
+    res = json.loads(out)
+    assert len(res["hits"]) == 2 and res["candidates"] >= 2
+    for h in res["hits"]:
+        assert isinstance(h["score"], float) and h["distance"] is not None and h["first_stage_rank"] >= 1
+    where = json.dumps({"source": str((corpus / "guide.md").resolve())})
+    code, out, _ = run(capsys, "query", "python", *store, *model, "--json", "--where", where)
+    assert {h["metadata"]["source"] for h in json.loads(out)["hits"]} == {str((corpus / "guide.md").resolve())}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["index", "/no/such/path"], "no such file or directory"),
+        (["query", "q", "--collection", "missing"], "does not exist"),
+        (["query", "q", "--chroma-url", "http://127.0.0.1:9"], "unreachable"),
+        (["query", "q", "--where", "{not json"], "not valid JSON"),
+    ],
+)
+def test_errors_are_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, embedder_path: Path, argv: list[str], message: str
+) -> None:
+    extra = [] if "--chroma-url" in argv else ["--db", str(tmp_path / "db")]
+    code, out, err = run(capsys, *argv, *extra, "--embedder", str(embedder_path))
+    assert code == 2 and out == ""
+    assert err.startswith("crossrank: error: ") and message in err and err.count("\n") == 1
+
+
+def test_missing_model_directory(
+    capsys: pytest.CaptureFixture[str], corpus: Path, tmp_path: Path, embedder_path: Path
+) -> None:
+    store = ["--db", str(tmp_path / "db"), "--embedder", str(embedder_path)]
+    run(capsys, "index", str(corpus), *store, "--quiet")
+    code, _, err = run(capsys, "query", "q", *store, "--model", str(tmp_path / "no-model"))
+    assert code == 2 and "model directory" in err and err.count("\n") == 1
+
+
+def test_python_dash_m() -> None:
+    out = subprocess.run([sys.executable, "-m", "crossrank", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("crossrank ")
+
+
+@pytest.mark.integration
+def test_demo_reorders(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, shared_model: Path, embedder_path: Path
+) -> None:
+    code, out, _ = run(
+        capsys,
+        "demo",
+        "--db",
+        str(tmp_path / "db"),
+        "--model",
+        str(shared_model),
+        "--embedder",
+        str(embedder_path),
+        "--json",
+    )
+    assert code == 0
+    demo = json.loads(out)
+    assert demo["model"] == str(shared_model) and len(demo["queries"]) >= 6
+    moved = [q for q in demo["queries"] if any(h["first_stage_rank"] != h["rank"] for h in q["hits"])]
+    assert moved, "reranking should reorder at least one example query"
+    aspirin = next(q for q in demo["queries"] if "aspirin" in q["query"].lower())
+    assert "aspirin" in aspirin["hits"][0]["text"].lower()
+    code, text, _ = run(
+        capsys, "demo", "--db", str(tmp_path / "db"), "--model", str(shared_model), "--embedder", str(embedder_path)
+    )
+    assert code == 0 and "before (vector search)" in text and str(shared_model) in text
+
+
+@pytest.fixture(scope="module")
+def mini_beir(scifact, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
+    """A 12-query, ~150-document BEIR folder cut from SciFact, so eval runs end to end in seconds."""
+    root = tmp_path_factory.mktemp("mini-beir")
+    queries = scifact.test_queries(12)
+    keep = dict.fromkeys(d for q, _ in queries for d in scifact.qrels[q])
+    for d in list(scifact.corpus)[:150]:
+        keep.setdefault(d)
+    with (root / "corpus.jsonl").open("w") as f:
+        for d in keep:
+            f.write(json.dumps({"_id": d, **scifact.corpus[d]}) + "\n")
+    with (root / "queries.jsonl").open("w") as f:
+        for q, text in queries:
+            f.write(json.dumps({"_id": q, "text": text}) + "\n")
+    (root / "qrels").mkdir()
+    with (root / "qrels" / "test.tsv").open("w") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for q, _ in queries:
+            for d, s in scifact.qrels[q].items():
+                f.write(f"{q}\t{d}\t{s}\n")
+    return root
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("first_stage", ["dense", "bm25"])
+def test_eval_end_to_end(
+    capsys: pytest.CaptureFixture[str],
+    mini_beir: Path,
+    tmp_path: Path,
+    shared_model: Path,
+    embedder_path: Path,
+    first_stage: str,
+) -> None:
+    argv = [
+        "eval",
+        str(mini_beir),
+        "--db",
+        str(tmp_path / "db"),
+        "--model",
+        str(shared_model),
+        "--embedder",
+        str(embedder_path),
+        "--candidates",
+        "20",
+        "--first-stage",
+        first_stage,
+    ]
+    code, out, _ = run(capsys, *argv, "--json")
+    assert code == 0
+    rep = json.loads(out)
+    assert rep["queries"] == 12 and rep["first_stage"] == first_stage
+    for key in ("first_stage", "reranked"):
+        m = rep["metrics"][key]
+        assert 0 < m["ndcg@10"] <= 1 and 0 < m["recall@100"] <= 1 and m["queries"] == 12
+    assert rep["latency_ms"]["rerank"]["p95"] >= rep["latency_ms"]["rerank"]["p50"] > 0
+    code, out, _ = run(capsys, *argv, "--limit", "3")
+    assert code == 0 and "nDCG@10" in out and "Δ rerank" in out and "latency per query" in out
+
+
+def test_eval_missing_dataset(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "eval", str(tmp_path), "--model", "x")
+    assert code == 2 and "not a BEIR dataset folder" in err
