@@ -156,7 +156,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"{'Δ rerank':<14}{gain:>+9.4f}",
         "",
         f"latency per query: first stage p50 {lat['first_stage']['p50']:.0f} ms"
-        f" / p95 {lat['first_stage']['p95']:.0f} ms · rerank p50 {lat['rerank']['p50']:.0f} ms / p95 {lat['rerank']['p95']:.0f} ms",
+        f" / p95 {lat['first_stage']['p95']:.0f} ms"
+        f" · rerank p50 {lat['rerank']['p50']:.0f} ms / p95 {lat['rerank']['p95']:.0f} ms",
         f"candidates longer than max_length: {100 * r['truncated_fraction']:.0f}%"
         + (" (scored in windows)" if r["long_documents"] == "windows" else " (truncated)"),
     ]
