@@ -258,6 +258,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------- bench
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import METHODS, run
+
+    methods = tuple(args.methods.split(",")) if args.methods else METHODS
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        from .errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"unknown --methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
+    res = run(
+        _model(args),
+        Path(args.dataset),
+        quick=args.quick,
+        repeats=args.repeats,
+        methods=methods,
+        fidelity_queries=args.fidelity_queries,
+    )
+    print(json.dumps({k: v for k, v in res.items() if k != "table"}) if args.json else res["table"])
+    return 0
+
+
 # ---------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="crossrank", description="Cross-encoder reranking over Chroma.")
@@ -307,6 +329,16 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--split", default="test")
     pe.add_argument("--json", action="store_true")
     pe.set_defaults(func=cmd_eval)
+
+    pb = sub.add_parser("bench", help="benchmark scoring paths side by side (speed, cold start, RSS, fidelity)")
+    pb.add_argument("--model", default=None, help="cross-encoder folder (default: $CROSSRANK_MODEL)")
+    pb.add_argument("--dataset", required=True, help="BEIR folder for passages and fidelity (e.g. beir-scifact)")
+    pb.add_argument("--quick", action="store_true", help="headline workload only (100 candidates × 200 tokens)")
+    pb.add_argument("--repeats", type=int, default=5)
+    pb.add_argument("--methods", default=None, help="comma list from st,torch,onnx-fp32,onnx-int8")
+    pb.add_argument("--fidelity-queries", type=int, default=50)
+    pb.add_argument("--json", action="store_true")
+    pb.set_defaults(func=cmd_bench)
     return p
 
 

@@ -35,7 +35,7 @@ class BeirDataset:
         return [(q, self.queries[q]) for q in ids]
 
 
-def _read_jsonl(path: Path) -> list[dict[str, str]]:
+def read_jsonl(path: Path) -> list[dict[str, str]]:
     rows = []
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -57,8 +57,8 @@ def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
             f"{root} is not a BEIR dataset folder: missing {', '.join(missing)} "
             "(expected corpus.jsonl, queries.jsonl, qrels/test.tsv)"
         )
-    corpus = {str(r["_id"]): {"title": r.get("title", ""), "text": r.get("text", "")} for r in _read_jsonl(need[0])}
-    queries = {str(r["_id"]): r["text"] for r in _read_jsonl(need[1])}
+    corpus = {str(r["_id"]): {"title": r.get("title", ""), "text": r.get("text", "")} for r in read_jsonl(need[0])}
+    queries = {str(r["_id"]): r["text"] for r in read_jsonl(need[1])}
     qrels: Qrels = {}
     with need[2].open(encoding="utf-8") as f:
         for n, line in enumerate(f):
