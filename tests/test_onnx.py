@@ -46,10 +46,23 @@ def test_export_cache_reused_and_corruption_rebuilt(tiny_model: Path, monkeypatc
     assert export.check_entry(entry) is not None
 
 
-def test_auto_backend_is_onnx_on_cpu(tiny_model: Path) -> None:
+def test_auto_backend_on_cpu(tiny_model: Path) -> None:
+    from crossrank.backends.openvino_backend import cpu_has_bf16, openvino_installed
+
     rr = Reranker(tiny_model)
     rr.warmup()
-    assert rr.backend_name == "onnx-int8"
+    expected = "openvino-bf16" if cpu_has_bf16() and openvino_installed() else "onnx-int8"
+    assert rr.backend_name == expected
+
+
+def test_openvino_fp32_matches_torch_tiny(tiny_model: Path) -> None:
+    pytest.importorskip("openvino")
+    torch_scores = Reranker(tiny_model, backend="torch").score("python snake", DOCS)
+    rr = Reranker(tiny_model, backend="openvino", quantize="fp32")
+    assert rr.score("python snake", DOCS) == pytest.approx(torch_scores, abs=1e-4)
+    assert rr.backend_name == "openvino-fp32"
+    with pytest.raises(ValueError, match="quantize='int8' is for backend='onnx'"):
+        Reranker(tiny_model, backend="openvino", quantize="int8").warmup()
 
 
 @pytest.mark.integration
@@ -60,11 +73,16 @@ def test_shared_model_parity(shared_model: Path, scifact: BeirDataset) -> None:
     ref = Reranker(shared_model, backend="torch")
     fp32 = Reranker(shared_model, backend="onnx", quantize="fp32")
     int8 = Reranker(shared_model, backend="onnx", quantize="int8")
-    overlaps = []
+    auto = Reranker(shared_model)  # the default path on this machine
+    overlaps, auto_overlaps = [], []
     for _, q in queries:
         a = np.array(ref.score(q, docs))
         assert np.abs(np.array(fp32.score(q, docs)) - a).max() < 1e-4
         b = np.array(int8.score(q, docs))
         overlaps.append(len(set(np.argsort(-a)[:10]) & set(np.argsort(-b)[:10])) / 10)
         assert np.corrcoef(a, b)[0, 1] > 0.95
+        c = np.array(auto.score(q, docs))
+        auto_overlaps.append(len(set(np.argsort(-a)[:10]) & set(np.argsort(-c)[:10])) / 10)
     assert np.mean(overlaps) >= 0.7
+    if auto.backend_name == "openvino-bf16":
+        assert np.mean(auto_overlaps) >= 0.9

@@ -127,9 +127,10 @@ _REGISTRY_LOCK = threading.Lock()
 
 
 def resolve_backend(backend: str, device: str | None) -> str:
-    """``auto``: ONNX Runtime on CPU (the fast path), torch on CUDA (fp16)."""
-    if backend not in ("auto", "torch", "onnx"):
-        raise InvalidArgumentError(f"backend={backend!r} is not supported; choose auto, torch or onnx")
+    """``auto``: torch fp16 on CUDA; on CPU, OpenVINO bf16 where the CPU has bf16 units and OpenVINO
+    is installed, else ONNX Runtime int8; torch when neither runtime is installed."""
+    if backend not in ("auto", "torch", "onnx", "openvino"):
+        raise InvalidArgumentError(f"backend={backend!r} is not supported; choose auto, torch, onnx or openvino")
     if backend != "auto":
         return backend
     if device is not None and not device.startswith("cpu"):
@@ -139,6 +140,10 @@ def resolve_backend(backend: str, device: str | None) -> str:
 
         if cuda_available():
             return "torch"
+    from .backends.openvino_backend import cpu_has_bf16, openvino_installed
+
+    if cpu_has_bf16() and openvino_installed():
+        return "openvino"
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -168,6 +173,10 @@ def get_engine(
             from .backends.torch_backend import TorchBackend
 
             be = TorchBackend(info, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        elif kind == "openvino":
+            from .backends.openvino_backend import OpenVinoBackend
+
+            be = OpenVinoBackend(info, quantize=quantize, num_threads=num_threads)
         else:
             from .backends.onnx_backend import OnnxBackend
 
