@@ -14,7 +14,22 @@ import pytest
 
 from crossrank import Candidate, CrossrankError, InvalidDocumentTypeError, Reranker
 
-WORDS = ["python", "snake", "code", "aspirin", "heart", "risk", "coffee", "sleep", "vitamin", "blood", "sugar", "brain", "cell", "gene"]
+WORDS = [
+    "python",
+    "snake",
+    "code",
+    "aspirin",
+    "heart",
+    "risk",
+    "coffee",
+    "sleep",
+    "vitamin",
+    "blood",
+    "sugar",
+    "brain",
+    "cell",
+    "gene",
+]
 
 
 def make_docs(seed: int, n: int = 12) -> list[str]:
