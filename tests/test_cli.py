@@ -196,3 +196,55 @@ def test_eval_end_to_end(
 def test_eval_missing_dataset(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = run(capsys, "eval", str(tmp_path), "--model", "x")
     assert code == 2 and "not a BEIR dataset folder" in err
+
+
+@pytest.mark.slow
+def test_sigkill_mid_index_then_rerun_is_complete(tmp_path: Path, embedder_path: Path) -> None:
+    import os
+    import re
+    import signal
+
+    docs = tmp_path / "many"
+    docs.mkdir()
+    for i in range(40):
+        (docs / f"f{i:02d}.txt").write_text(
+            " ".join(f"file {i} sentence {j} about aspirin and sleep." for j in range(60))
+        )
+    db = tmp_path / "db"
+    argv = [
+        sys.executable,
+        "-m",
+        "crossrank",
+        "index",
+        str(docs),
+        "--db",
+        str(db),
+        "--embedder",
+        str(embedder_path),
+        "--chunk-size",
+        "300",
+    ]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    assert proc.stderr is not None
+    seen = b""
+    while True:
+        chunk = os.read(proc.stderr.fileno(), 4096)
+        if not chunk:
+            break
+        seen += chunk
+        done = [int(m) for m in re.findall(rb"\| *(\d+)/40 ", seen)]
+        if done and max(done) >= 5:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the index run should have been killed halfway"
+    out = subprocess.run([*argv, "--json"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-1500:]
+    rep = json.loads(out.stdout)
+    assert rep["total_in_collection"] == rep["chunks"], "no duplicates and nothing missing after the rerun"
+
+    import chromadb
+
+    col = chromadb.PersistentClient(path=str(db)).get_collection("crossrank")
+    ids = col.get(include=[])["ids"]
+    assert len(ids) == len(set(ids)) == rep["chunks"]

@@ -5,7 +5,8 @@ Methods (one table, alternating order within each repeat, medians):
                     LlamaIndex's built-in rerankers run
   (b) torch         crossrank, torch backend
   (c) onnx-fp32     crossrank, ONNX Runtime fp32
-  (d) onnx-int8     crossrank, ONNX Runtime dynamic int8 (the CPU default)
+  (d) onnx-int8     crossrank, ONNX Runtime dynamic int8 (the CPU default without bf16 units)
+  (e) openvino-bf16 crossrank, OpenVINO bf16 (the CPU default where bf16 is native)
 Cold start and peak RSS are measured in fresh subprocesses, one per method.
 """
 
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-METHODS = ("st", "torch", "onnx-fp32", "onnx-int8")
+METHODS = ("st", "torch", "onnx-fp32", "onnx-int8", "openvino-bf16")
 
 
 def _passages(model: str, corpus: Path, tokens: int, n: int) -> list[str]:
@@ -55,6 +56,7 @@ def _scorer(method: str, model: str) -> Callable[[str, list[str]], list[float]]:
         "torch": {"backend": "torch"},
         "onnx-fp32": {"backend": "onnx", "quantize": "fp32"},
         "onnx-int8": {"backend": "onnx", "quantize": "int8"},
+        "openvino-bf16": {"backend": "openvino"},
     }[method]
     rr = Reranker(model, **kwargs)
     return rr.score

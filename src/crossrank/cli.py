@@ -53,7 +53,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", default=None, help="cross-encoder id or folder (default: $CROSSRANK_MODEL or ms-marco-MiniLM-L6-v2)"
     )
-    p.add_argument("--backend", default="auto", choices=["auto", "onnx", "torch"])
+    p.add_argument("--backend", default="auto", choices=["auto", "onnx", "openvino", "torch"])
     p.add_argument(
         "--max-length", type=int, default=None, help="tokens per pair (default: the model's declared maximum)"
     )
@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--dataset", required=True, help="BEIR folder for passages and fidelity (e.g. beir-scifact)")
     pb.add_argument("--quick", action="store_true", help="headline workload only (100 candidates × 200 tokens)")
     pb.add_argument("--repeats", type=int, default=5)
-    pb.add_argument("--methods", default=None, help="comma list from st,torch,onnx-fp32,onnx-int8")
+    pb.add_argument("--methods", default=None, help="comma list from st,torch,onnx-fp32,onnx-int8,openvino-bf16")
     pb.add_argument("--fidelity-queries", type=int, default=50)
     pb.add_argument("--json", action="store_true")
     pb.set_defaults(func=cmd_bench)

@@ -1,0 +1,113 @@
+"""Stress the core: threads, async micro-batching, and memory over many reranks. Prints a table.
+
+    python benchmarks/stress.py --model ../shared/models/crossrank-minilm-l6-scifact [--reranks 1000]
+
+Checks (exit status 1 if any fails): 16 threads × 50 reranks equal serial results; 64 concurrent
+async queries equal serial results, with the event loop's worst heartbeat gap reported; RSS after
+``--reranks`` reranks stays within 50 MB of RSS after the first 100.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from crossrank import Reranker
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", default=str(Path(__file__).resolve().parents[2] / "shared/data/beir-scifact"))
+    p.add_argument("--reranks", type=int, default=1000)
+    p.add_argument("--candidates", type=int, default=20)
+    args = p.parse_args()
+
+    texts = []
+    with open(Path(args.dataset) / "corpus.jsonl") as f:
+        for line in f:
+            row = json.loads(line)
+            texts.append(f"{row['title']} {row['text']}"[:600])
+            if len(texts) == 2000:
+                break
+    rr = Reranker(args.model)
+    jobs = [
+        (f"claim {i}: {texts[i][:80]}", texts[(i * 7) % 1900 : (i * 7) % 1900 + args.candidates]) for i in range(800)
+    ]
+    rows: list[tuple[str, str, bool]] = []
+
+    serial = [rr.rerank(q, d).indices for q, d in jobs[:800]]
+    t = time.perf_counter()
+    with ThreadPoolExecutor(16) as pool:
+        threaded = list(pool.map(lambda j: rr.rerank(*j).indices, jobs[:800]))
+    rows.append(
+        ("16 threads × 50 reranks", f"{time.perf_counter() - t:.1f} s, identical to serial", threaded == serial)
+    )
+
+    async def concurrent() -> tuple[list[list[int]], float, float]:
+        gaps: list[float] = []
+        stop = asyncio.Event()
+
+        async def heartbeat() -> None:
+            last = time.perf_counter()
+            while not stop.is_set():
+                await asyncio.sleep(0.005)
+                now = time.perf_counter()
+                gaps.append(now - last - 0.005)
+                last = now
+
+        hb = asyncio.create_task(heartbeat())
+        t0 = time.perf_counter()
+        res = await asyncio.gather(*(rr.arerank(q, d) for q, d in jobs[:64]))
+        wall = time.perf_counter() - t0
+        stop.set()
+        await hb
+        return [r.indices for r in res], wall, max(gaps)
+
+    t = time.perf_counter()
+    for q, d in jobs[:64]:
+        rr.rerank(q, d)
+    serial_sum = time.perf_counter() - t
+    got, wall, gap = asyncio.run(concurrent())
+    rows.append(
+        (
+            "64 concurrent arerank",
+            f"{wall:.1f} s vs serial sum {serial_sum:.1f} s; worst loop gap {gap * 1000:.0f} ms",
+            got == serial[:64],
+        )
+    )
+
+    samples = []
+    for i in range(args.reranks):
+        rr.rerank(*jobs[i % len(jobs)])
+        if i == 99 or i == args.reranks - 1:
+            samples.append(rss_mb())
+    growth = samples[-1] - samples[0]
+    rows.append(
+        (
+            f"RSS over {args.reranks} reranks",
+            f"{samples[0]:.0f} MB → {samples[-1]:.0f} MB ({growth:+.0f} MB)",
+            growth < 50,
+        )
+    )
+
+    print(f"model {args.model} · backend {rr.backend_name} · {args.candidates} candidates per query\n")
+    print("| check | measured | ok |\n|---|---|---|")
+    for name, measured, ok in rows:
+        print(f"| {name} | {measured} | {'yes' if ok else 'NO'} |")
+    return 0 if all(ok for *_, ok in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
