@@ -221,3 +221,56 @@ def test_scores_are_json_safe_floats(tiny: Reranker) -> None:
     res = tiny.rerank("q", ["a", "b"], normalize="sigmoid")
     json.dumps(res.to_dict())
     assert all(type(s) is float for s in tiny.score("q", ["a", "b"]))
+
+
+# ------------------------------------------------------------------------------- damaged models
+def _copy_model(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_truncated_weights_give_a_clear_error(tiny_model: Path, tmp_path: Path, backend: str) -> None:
+    from crossrank import ModelLoadError
+    from crossrank.errors import ExportError
+
+    bad = _copy_model(tiny_model, tmp_path / "truncated")
+    weights = bad / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    with pytest.raises((ModelLoadError, ExportError)) as info:
+        Reranker(bad, backend=backend).warmup()
+    assert "re-download" in str(info.value)
+
+
+def test_corrupt_config_and_missing_tokenizer(tiny_model: Path, tmp_path: Path) -> None:
+    from crossrank import ModelLoadError
+
+    bad = _copy_model(tiny_model, tmp_path / "badcfg")
+    (bad / "config.json").write_text("{ not json")
+    with pytest.raises(ModelLoadError, match="not valid JSON"):
+        Reranker(bad)
+    notok = _copy_model(tiny_model, tmp_path / "notok")
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        (notok / name).unlink(missing_ok=True)
+    with pytest.raises(ModelLoadError, match="tokenizer"):
+        Reranker(notok, backend="torch").warmup()
+
+
+@pytest.mark.slow
+def test_memory_flat_over_1000_reranks(tiny_model: Path) -> None:
+    import resource
+
+    def rss_mb() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+    rr = Reranker(tiny_model, backend="onnx", quantize="fp32")
+    jobs = [(f"q {i}", make_docs(i, 20)) for i in range(50)]
+    for i in range(100):
+        rr.rerank(*jobs[i % 50])
+    start = rss_mb()
+    for i in range(1000):
+        rr.rerank(*jobs[i % 50])
+    assert rss_mb() - start < 30, f"RSS grew from {start:.0f} MB to {rss_mb():.0f} MB"

@@ -24,6 +24,12 @@ from .errors import ModelLoadError
 def load_tokenizer(path: Path) -> Tokenizer:
     """Fast tokenizer from tokenizer.json, converting a slow one through transformers if needed."""
     tj = path / "tokenizer.json"
+    vocab_files = ("vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+    if not tj.is_file() and not any((path / f).is_file() for f in vocab_files):
+        raise ModelLoadError(
+            f"{path} has no tokenizer (tokenizer.json or a vocabulary file); the download is incomplete: "
+            "re-download the model"
+        )
     try:
         if tj.is_file():
             tok = Tokenizer.from_file(str(tj))
@@ -39,6 +45,8 @@ def load_tokenizer(path: Path) -> Tokenizer:
         raise
     except Exception as exc:
         raise ModelLoadError(f"tokenizer in {path} could not be loaded ({exc}); re-download the model") from exc
+    if tok.get_vocab_size() < 50:
+        raise ModelLoadError(f"the tokenizer in {path} has only {tok.get_vocab_size()} tokens; re-download the model")
     tok.no_truncation()
     tok.no_padding()
     return tok

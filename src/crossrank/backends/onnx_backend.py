@@ -46,6 +46,9 @@ class OnnxBackend:
         self.path = path
         self.variant = variant
         self.name = f"onnx-{variant}"
+        # Small length-sorted batches measured fastest here and keep the arena (peak RSS) small:
+        # 100 pairs × 200 tokens, int8: bs 8 2.14 s / 295 MB, bs 16 2.28 s / 415 MB, bs 32 2.45 s / 660 MB.
+        self.preferred_batch_size = 8
 
     def forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         feed = {k: v for k, v in batch.items() if k in self._inputs}

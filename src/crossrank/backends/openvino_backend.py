@@ -67,6 +67,8 @@ class OpenVinoBackend:
         self._inputs = {name for port in self._compiled.inputs for name in port.get_names()}
         self._request = self._compiled.create_infer_request()  # the engine serialises forward calls
         self.name = f"openvino-{'bf16' if precision == 'bf16' else 'fp32'}"
+        # 100 pairs × 200 tokens, bf16: bs 8 2.09 s, bs 16 1.90 s, bs 32 1.65 s (524 MB peak RSS).
+        self.preferred_batch_size = 32
 
     def forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         res = self._request.infer({k: v for k, v in batch.items() if k in self._inputs})
