@@ -248,3 +248,24 @@ def test_sigkill_mid_index_then_rerun_is_complete(tmp_path: Path, embedder_path:
     col = chromadb.PersistentClient(path=str(db)).get_collection("crossrank")
     ids = col.get(include=[])["ids"]
     assert len(ids) == len(set(ids)) == rep["chunks"]
+
+
+def test_hybrid_first_stage_adds_lexical_matches(tmp_path: Path, embedder_path: Path, tiny: object) -> None:
+    from crossrank.pipeline import Pipeline
+
+    docs = tmp_path / "h"
+    docs.mkdir()
+    topics = ["coffee and sleep", "aspirin and the heart", "vitamin d and bones", "python snakes", "gene editing"]
+    for i in range(30):
+        (docs / f"d{i}.txt").write_text(f"Note {i} on {topics[i % 5]}, with general remarks about health studies.")
+    (docs / "rare.txt").write_text("Inventory code QZX-4471 refers to the blue folder in the archive room.")
+    dense = Pipeline("hyb", db=tmp_path / "db", embedder=embedder_path, reranker=tiny, create=True)  # type: ignore[arg-type]
+    dense.index_paths([docs], progress=False)
+    hybrid = Pipeline("hyb", db=tmp_path / "db", embedder=embedder_path, reranker=tiny, hybrid=True)  # type: ignore[arg-type]
+    query = "QZX-4471 coffee and sleep health"
+    rare_id = next(c.id for c, _ in dense.retrieve(query, candidates=40) if "QZX" in c.text)
+    dense_ids = [c.id for c, _ in dense.retrieve(query, candidates=3)]
+    hybrid_ids = [c.id for c, _ in hybrid.retrieve(query, candidates=3)]
+    assert rare_id in hybrid_ids, (dense_ids, hybrid_ids)
+    res = hybrid.search(query, top_n=3, candidates=3)
+    assert len(res.hits) == 3 and res.candidates == 3

@@ -177,3 +177,60 @@ def test_shared_engine_registry(tiny_model: Path) -> None:
     a.score("q", ["x"])
     b.score("q", ["x"])
     assert a.engine is b.engine
+
+
+def test_score_cache_hit_skips_the_model(tiny_model: Path) -> None:
+    rr = Reranker(tiny_model, backend="torch", cache_size=100)
+    first = rr.rerank("python snake", DOCS)
+    engine = rr.engine
+    real = engine.backend
+
+    class MustNotRun:
+        name = real.name
+
+        def forward(self, batch: object) -> object:
+            raise AssertionError("cache hit must not call the model")
+
+    engine.backend = MustNotRun()  # type: ignore[assignment]
+    try:
+        again = rr.rerank("python snake", DOCS)
+    finally:
+        engine.backend = real
+    assert again.scores == first.scores and again.indices == first.indices
+    assert again.stats.cache_hits == len(DOCS) and again.stats.pairs_scored == 0
+    info = rr.cache_info()
+    assert info is not None and info.hits == len(DOCS) and info.misses == len(DOCS)
+    # A different query or setting is a different key.
+    other = rr.rerank("python snake", DOCS, long_documents="windows")
+    assert other.stats.cache_hits == 0
+
+
+def test_windows_cover_whole_document_and_max_aggregates(tiny: Reranker) -> None:
+    enc = tiny.engine.encoder(tiny.max_length)
+    doc = " ".join(f"w{i % 26}" for i in range(700))
+    overlap = tiny.window_overlap
+    pairs = enc.encode("heart risk", [doc], windows=True, window_overlap=overlap, max_windows=tiny.max_windows)
+    doc_ids = enc.tokenizer.encode(doc, add_special_tokens=False).ids
+    covered: set[int] = set()
+    room = enc.budget - len(enc.encode_query("heart risk")[0])
+    step = room - min(overlap, room // 2)
+    for w in range(pairs.windows[0]):
+        start = min(w * step, len(doc_ids) - room)
+        covered.update(range(start, start + room))
+    assert pairs.windows[0] > 1 and not pairs.truncated[0]
+    assert covered >= set(range(len(doc_ids)))
+    res = tiny.rerank("heart risk", [doc, "short"], long_documents="windows")
+    long = next(r for r in res if r.index == 0)
+    assert long.windows == pairs.windows[0] and not long.truncated
+    per_window = tiny.engine.score_pairs(enc, pairs.ids, pairs.types, batch_size=8)
+    assert long.raw_score == pytest.approx(float(per_window.max()), abs=1e-5)
+
+
+def test_rrf_fusion_orders_by_fused_score(tiny: Reranker) -> None:
+    res = tiny.rerank("heart risk", DOCS, fusion="rrf")
+    fused = [r.fused_score for r in res]
+    assert all(f is not None for f in fused) and fused == sorted(fused, reverse=True)  # type: ignore[type-var]
+    plain = tiny.rerank("heart risk", DOCS)
+    rerank_rank = {r.index: r.rank for r in plain}
+    for r in res:
+        assert r.fused_score == pytest.approx(1 / (60 + r.index + 1) + 1 / (60 + rerank_rank[r.index]))

@@ -76,7 +76,9 @@ def _model(args: argparse.Namespace) -> str:
     return args.model or os.environ.get("CROSSRANK_MODEL") or DEFAULT_MODEL
 
 
-def _pipeline(args: argparse.Namespace, *, create: bool, collection: str | None = None, **extra: Any) -> Any:
+def _pipeline(
+    args: argparse.Namespace, *, create: bool, collection: str | None = None, hybrid: bool = False, **extra: Any
+) -> Any:
     from .pipeline import Pipeline
 
     kwargs = _reranker_kwargs(args) if hasattr(args, "backend") else {}
@@ -88,6 +90,7 @@ def _pipeline(args: argparse.Namespace, *, create: bool, collection: str | None 
         embedder=args.embedder,
         reranker=_model(args) if hasattr(args, "model") else None,
         create=create,
+        hybrid=hybrid,
         **kwargs,
     )
 
@@ -144,7 +147,7 @@ def _print_results(res: Any, *, snippet: int = 70) -> None:
 def cmd_query(args: argparse.Namespace) -> int:
     where = json.loads(args.where) if args.where else None
     where_doc = json.loads(args.where_document) if args.where_document else None
-    pipe = _pipeline(args, create=False)
+    pipe = _pipeline(args, create=False, hybrid=args.hybrid)
     res = pipe.search(
         args.text,
         top_n=args.top_n,
@@ -304,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     pq.add_argument("--top-n", type=int, default=10)
     pq.add_argument("--candidates", type=int, default=100)
     pq.add_argument("--threshold", type=float, default=None)
+    pq.add_argument("--hybrid", action="store_true", help="fuse BM25 with the dense first stage (reciprocal rank)")
     pq.add_argument("--where", default=None, help='metadata filter as JSON, e.g. \'{"source": "a.md"}\'')
     pq.add_argument("--where-document", default=None, help='document filter as JSON, e.g. \'{"$contains": "aspirin"}\'')
     pq.add_argument("--json", action="store_true")

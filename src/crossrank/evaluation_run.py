@@ -16,6 +16,7 @@ import numpy as np
 from .evaluation import BeirDataset, evaluate, load_beir
 from .indexing import Chunk
 from .reranker import Reranker
+from .scales import rrf_merge
 from .types import Candidate
 
 FirstStage = list[tuple[str, float]]  # (doc id, first-stage score or distance), best first
@@ -51,14 +52,6 @@ def dense_stage(
             bar.update(len(part))
         bar.close()
     return pipe
-
-
-def _rrf(lists: list[list[str]], k: int = 60) -> list[str]:
-    score: dict[str, float] = {}
-    for lst in lists:
-        for r, d in enumerate(lst, 1):
-            score[d] = score.get(d, 0.0) + 1.0 / (k + r)
-    return sorted(score, key=lambda d: -score[d])
 
 
 def run_eval(
@@ -105,7 +98,7 @@ def run_eval(
             lists.append([c.id or "" for c, _ in pipe.retrieve(text, candidates=candidates)])
         if bm25 is not None:
             lists.append([d for d, _ in bm25.search(text, candidates)])
-        ranked_ids = lists[0] if len(lists) == 1 else _rrf(lists)[:candidates]
+        ranked_ids = lists[0] if len(lists) == 1 else rrf_merge(lists)[:candidates]
         t1 = time.perf_counter()
         res = rr.rerank(text, [Candidate(ds.doc_text(d), id=d) for d in ranked_ids], fusion=fusion)
         t2 = time.perf_counter()

@@ -91,6 +91,7 @@ class Pipeline:
         embedder: str | os.PathLike[str] | None = None,
         reranker: Reranker | str | os.PathLike[str] | None = None,
         candidates: int = 100,
+        hybrid: bool = False,
         create: bool = False,
         timeout: float = 10.0,
         **reranker_kwargs: Any,
@@ -101,6 +102,8 @@ class Pipeline:
         self.client = open_client(db, chroma_url, timeout=timeout)
         self.collection_name = collection
         self.collection = get_collection(self.client, collection, self._ef, create=create)
+        self.hybrid = hybrid
+        self._bm25: tuple[int, Any, dict[str, tuple[str, dict[str, Any]]]] | None = None
         self._reranker = reranker if isinstance(reranker, Reranker) else None
         self._reranker_spec = None if reranker is None or isinstance(reranker, Reranker) else os.fspath(reranker)
         self._reranker_kwargs = {"cache_size": 10_000, **reranker_kwargs}
@@ -159,6 +162,17 @@ class Pipeline:
         return IndexReport(len(files), total, removed, time.perf_counter() - t0, self.collection_name, self.count())
 
     # ------------------------------------------------------------------ search
+    def _bm25_index(self) -> tuple[Any, dict[str, tuple[str, dict[str, Any]]]]:
+        """BM25 over the collection's documents, rebuilt when the collection's size changes."""
+        n = self.count()
+        if self._bm25 is None or self._bm25[0] != n:
+            from .bm25 import BM25Index
+
+            got = self._call(self.collection.get, include=["documents", "metadatas"])
+            docs = {i: (d or "", dict(m or {})) for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])}
+            self._bm25 = (n, BM25Index(list(docs), [t for t, _ in docs.values()]), docs)
+        return self._bm25[1], self._bm25[2]
+
     def retrieve(
         self,
         query: str,
@@ -167,7 +181,11 @@ class Pipeline:
         where: dict[str, Any] | None = None,
         where_document: dict[str, Any] | None = None,
     ) -> list[tuple[Candidate, float]]:
-        """Stage 1 only: (candidate, cosine distance) pairs, nearest first."""
+        """Stage 1 only: (candidate, cosine distance) pairs, best first.
+
+        With ``hybrid=True`` (and no filters) the dense list is fused with BM25 by reciprocal rank;
+        documents found only by BM25 have no distance (NaN here, ``None`` in search results).
+        """
         k = check_positive_int("candidates", candidates or self.candidates) or self.candidates
         res = self._call(
             self.collection.query,
@@ -181,10 +199,19 @@ class Pipeline:
         docs = (res.get("documents") or [[]])[0] or []
         metas = (res.get("metadatas") or [[]])[0] or [{}] * len(ids)
         dists = (res.get("distances") or [[]])[0] or [None] * len(ids)
-        return [
+        dense = [
             (Candidate(text=d or "", id=i, metadata=dict(m or {}), score=dist), float(dist))
             for i, d, m, dist in zip(ids, docs, metas, dists)
         ]
+        if not self.hybrid or where is not None or where_document is not None:
+            return dense  # filters apply to the dense stage only
+        from .scales import rrf_merge
+
+        bm25, store = self._bm25_index()
+        lexical = [d for d, _ in bm25.search(query, k)]
+        by_id = {c.id: (c, dist) for c, dist in dense}
+        fused = rrf_merge([[c.id or "" for c, _ in dense], lexical])[:k]
+        return [by_id.get(i) or (Candidate(text=store[i][0], id=i, metadata=store[i][1]), float("nan")) for i in fused]
 
     def search(
         self,
@@ -231,7 +258,7 @@ class Pipeline:
             Hit(
                 rank=r.rank,
                 first_stage_rank=r.first_stage_rank,
-                distance=found[r.index][1],
+                distance=None if found[r.index][1] != found[r.index][1] else found[r.index][1],
                 score=r.score,
                 id=r.id or "",
                 text=r.text,
