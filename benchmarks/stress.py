@@ -77,17 +77,17 @@ def main() -> int:
         return [[r.raw_score for r in sorted(x, key=lambda r: r.index)] for x in res], wall, max(gaps)
 
     t = time.perf_counter()
-    for q, d in jobs[:64]:
-        rr.rerank(q, d)
+    ref = [[r.raw_score for r in sorted(rr.rerank(q, d), key=lambda r: r.index)] for q, d in jobs[:64]]
     serial_sum = time.perf_counter() - t
     got, wall, gap = asyncio.run(concurrent())
-    rows.append(
-        (
-            "64 concurrent arerank",
-            f"{wall:.1f} s vs serial sum {serial_sum:.1f} s; worst loop gap {gap * 1000:.0f} ms",
-            got == serial[:64],
-        )
+    # fp32 backends give identical scores; bf16/int8 ones differ by rounding because micro-batches pad
+    # pairs to other widths than serial calls do, so compare within a tolerance and report the gap.
+    diff = max(abs(a - b) for x, y in zip(got, ref) for a, b in zip(x, y))
+    tol = 0.0 if rr.backend_name.endswith("fp32") else 0.1
+    measured = (
+        f"{wall:.1f} s vs serial sum {serial_sum:.1f} s; worst loop gap {gap * 1000:.0f} ms; max |Δscore| {diff:.4f}"
     )
+    rows.append(("64 concurrent arerank", measured, diff <= tol))
 
     samples = []
     for i in range(args.reranks):
