@@ -9,6 +9,7 @@ from typing import Any
 
 from crossrank import Candidate, InvalidDocumentTypeError, RankedResults, Reranker
 from crossrank.copying import copy_metadata
+from crossrank.inputs import check_output_options
 from crossrank.loading import DEFAULT_MODEL
 
 try:
@@ -75,13 +76,8 @@ class CrossRankCompressor(BaseDocumentCompressor):
         if reranker is not None and "model" not in data:
             data["model"] = reranker.model_name
         super().__init__(**data)
+        check_output_options(self.top_n, self.threshold, self.normalize)
         self._reranker = reranker or Reranker(self.model, normalize=self.normalize, **self.reranker_kwargs)
-        # Validate options now, not at the first query.
-        from crossrank.inputs import NORMALIZE_CHOICES, check_choice, check_threshold, check_top_n
-
-        check_top_n(self.top_n)
-        check_threshold(self.threshold)
-        check_choice("normalize", self.normalize, NORMALIZE_CHOICES)
 
     @property
     def reranker(self) -> Reranker:

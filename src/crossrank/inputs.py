@@ -122,3 +122,10 @@ def check_positive_int(name: str, value: object, *, allow_none: bool = False) ->
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
     return value
+
+
+def check_output_options(top_n: object, threshold: object, normalize: object) -> None:
+    """Validate the options every adapter exposes, at construction rather than on the first query."""
+    check_top_n(top_n)
+    check_threshold(threshold)
+    check_choice("normalize", normalize, NORMALIZE_CHOICES)

@@ -15,6 +15,7 @@ import numpy as np
 
 from .cache import CacheInfo, ScoreCache
 from .engine import Engine, ForwardStats, get_engine, resolve_backend
+from .errors import InvalidArgumentError
 from .inputs import (
     AGGREGATE_CHOICES,
     FUSION_CHOICES,
@@ -100,8 +101,7 @@ class Reranker:
         path = resolve_model_dir(model, revision=revision, local_files_only=local_files_only, cache_folder=cache_folder)
         self.info: ModelInfo = inspect_model(path, name=self.model_name)
         self.backend = resolve_backend(backend, device)
-        if quantize not in ("auto", "int8", "fp32"):
-            check_choice("quantize", quantize, ("auto", "int8", "fp32"))
+        check_choice("quantize", quantize, ("auto", "int8", "fp32"))
         self.device = device
         self.quantize = quantize
         self.trust_remote_code = trust_remote_code
@@ -112,7 +112,7 @@ class Reranker:
         self.normalize = check_choice("normalize", normalize, NORMALIZE_CHOICES)
         self.long_documents = check_choice("long_documents", long_documents, LONG_DOC_CHOICES)
         if isinstance(window_overlap, bool) or not isinstance(window_overlap, int) or window_overlap < 0:
-            check_positive_int("window_overlap", -1)
+            raise InvalidArgumentError(f"window_overlap must be an int >= 0 (tokens), got {window_overlap!r}")
         self.window_overlap = window_overlap
         self.max_windows = check_positive_int("max_windows", max_windows) or 16
         self.aggregate = check_choice("aggregate", aggregate, AGGREGATE_CHOICES)

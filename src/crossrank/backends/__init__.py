@@ -6,6 +6,7 @@ so every backend produces the same ranking from the same inputs.
 
 from __future__ import annotations
 
+import os
 from typing import Protocol
 
 import numpy as np
@@ -27,3 +28,11 @@ def is_out_of_memory(exc: BaseException) -> bool:
         return True
     text = str(exc).lower()
     return any(s in text for s in ("out of memory", "failed to allocate", "bad_alloc", "cannot allocate"))
+
+
+def default_threads() -> int:
+    """The cores this process may use (affinity-aware, so containers and taskset are respected)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        return max(1, os.cpu_count() or 1)

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from ..errors import BackendUnavailableError, ModelLoadError
 from ..loading import ModelInfo
+from . import default_threads
 from .export import ensure_onnx, entry_dir
-
-
-def _default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        return max(1, os.cpu_count() or 1)
 
 
 class OnnxBackend:
@@ -32,7 +24,7 @@ class OnnxBackend:
         path = ensure_onnx(info, variant)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = num_threads or _default_threads()
+        opts.intra_op_num_threads = num_threads or default_threads()
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3

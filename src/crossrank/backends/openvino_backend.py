@@ -10,13 +10,13 @@ takes it. It reads the same cached fp32 ONNX export as the ONNX backend.
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import BackendUnavailableError, InvalidArgumentError, ModelLoadError
 from ..loading import ModelInfo
+from . import default_threads
 from .export import ensure_onnx
 
 
@@ -50,7 +50,7 @@ class OpenVinoBackend:
             )
         precision = "bf16" if quantize == "auto" and cpu_has_bf16() else "f32"
         path = ensure_onnx(info, "fp32")
-        threads = num_threads or len(os.sched_getaffinity(0))
+        threads = num_threads or default_threads()
         try:
             core = ov.Core()
             self._compiled = core.compile_model(
