@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from crossrank import InvalidDocumentTypeError, Reranker
+from crossrank import Reranker
 from crossrank.loading import DEFAULT_MODEL
 
 try:
@@ -27,13 +27,4 @@ class CrossRankCrossEncoder(BaseCrossEncoder):
         self.reranker = reranker or Reranker(model, **kwargs)
 
     def score(self, text_pairs: list[tuple[str, str]]) -> list[float]:
-        groups: dict[str, list[int]] = {}
-        for i, pair in enumerate(text_pairs):
-            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-                raise InvalidDocumentTypeError(f"text_pairs[{i}] must be a (query, document) pair, got {pair!r}")
-            groups.setdefault(pair[0], []).append(i)
-        out = [0.0] * len(text_pairs)
-        for query, idx in groups.items():
-            for i, s in zip(idx, self.reranker.score(query, [text_pairs[i][1] for i in idx])):
-                out[i] = s
-        return out
+        return self.reranker.score_pairs(text_pairs)

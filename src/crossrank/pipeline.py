@@ -7,6 +7,7 @@ Stage 1 returns Chroma *distances* (cosine distance: lower is closer); they are 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -258,7 +259,7 @@ class Pipeline:
             Hit(
                 rank=r.rank,
                 first_stage_rank=r.first_stage_rank,
-                distance=None if found[r.index][1] != found[r.index][1] else found[r.index][1],
+                distance=None if math.isnan(found[r.index][1]) else found[r.index][1],
                 score=r.score,
                 id=r.id or "",
                 text=r.text,

@@ -15,7 +15,7 @@ import numpy as np
 
 from .cache import CacheInfo, ScoreCache
 from .engine import Engine, ForwardStats, get_engine, resolve_backend
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, InvalidDocumentTypeError
 from .inputs import (
     AGGREGATE_CHOICES,
     FUSION_CHOICES,
@@ -31,6 +31,9 @@ from .inputs import (
 from .loading import DEFAULT_MODEL, ModelInfo, effective_max_length, inspect_model, resolve_model_dir
 from .scales import aggregate_windows, normalize_scores, ranks_desc, rrf
 from .types import Candidate, Filtered, Ranked, RankedResults, RerankStats, clean_float
+
+# Per-call overrides shared by rerank() and arerank(); None means "use the constructor's value".
+_CALL_OPTIONS = ("top_n", "threshold", "normalize", "dedupe", "fusion", "long_documents")
 
 
 def _normal_text(text: str) -> str:
@@ -197,14 +200,7 @@ class Reranker:
         both are reported in ``RankedResults.filtered`` so nothing disappears unexplained. Ties
         keep input order. The caller's objects are never modified.
         """
-        opts = {
-            "top_n": top_n,
-            "threshold": threshold,
-            "normalize": normalize,
-            "dedupe": dedupe,
-            "fusion": fusion,
-            "long_documents": long_documents,
-        }
+        opts = {k: v for k, v in locals().items() if k in _CALL_OPTIONS}
         plan = self._prepare(query, candidates, opts)
         self._run(plan)
         return self._finish(plan)
@@ -222,17 +218,23 @@ class Reranker:
         long_documents: str | None = None,
     ) -> RankedResults:
         """Async :meth:`rerank`: never blocks the event loop; concurrent calls share forward passes."""
-        opts = {
-            "top_n": top_n,
-            "threshold": threshold,
-            "normalize": normalize,
-            "dedupe": dedupe,
-            "fusion": fusion,
-            "long_documents": long_documents,
-        }
+        opts = {k: v for k, v in locals().items() if k in _CALL_OPTIONS}
         plan = await self._aprepare(query, candidates, opts)
         await self._arun(plan)
         return self._finish(plan)
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """Scores for (query, document) pairs that may mix queries, in input order (one pass per query)."""
+        groups: dict[str, list[int]] = {}
+        for i, pair in enumerate(pairs):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise InvalidDocumentTypeError(f"pairs[{i}] must be a (query, document) pair, got {pair!r}")
+            groups.setdefault(pair[0], []).append(i)
+        out = [0.0] * len(pairs)
+        for query, idx in groups.items():
+            for i, s in zip(idx, self.score(query, [pairs[i][1] for i in idx])):
+                out[i] = s
+        return out
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text (no special tokens): tells which documents will not fit ``max_length``."""
