@@ -6,7 +6,8 @@ Methods (one table, alternating order within each repeat, medians):
   (b) torch         crossrank, torch backend
   (c) onnx-fp32     crossrank, ONNX Runtime fp32
   (d) onnx-int8     crossrank, ONNX Runtime dynamic int8 (the CPU default without bf16 units)
-  (e) openvino-bf16 crossrank, OpenVINO bf16 (the CPU default where bf16 is native)
+  (e) openvino-bf16 crossrank, OpenVINO bf16
+  (f) openvino-int8 crossrank, OpenVINO static int8 (the CPU default where VNNI and OpenVINO are there)
 Cold start and peak RSS are measured in fresh subprocesses, one per method.
 """
 
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-METHODS = ("st", "torch", "onnx-fp32", "onnx-int8", "openvino-bf16")
+METHODS = ("st", "torch", "onnx-fp32", "onnx-int8", "openvino-bf16", "openvino-int8")
 
 
 def _passages(model: str, corpus: Path, tokens: int, n: int) -> list[str]:
@@ -56,7 +57,8 @@ def _scorer(method: str, model: str) -> Callable[[str, list[str]], list[float]]:
         "torch": {"backend": "torch"},
         "onnx-fp32": {"backend": "onnx", "quantize": "fp32"},
         "onnx-int8": {"backend": "onnx", "quantize": "int8"},
-        "openvino-bf16": {"backend": "openvino"},
+        "openvino-bf16": {"backend": "openvino", "quantize": "bf16"},
+        "openvino-int8": {"backend": "openvino", "quantize": "int8"},
     }[method]
     rr = Reranker(model, **kwargs)
     return rr.score

@@ -339,7 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--dataset", required=True, help="BEIR folder for passages and fidelity (e.g. beir-scifact)")
     pb.add_argument("--quick", action="store_true", help="headline workload only (100 candidates × 200 tokens)")
     pb.add_argument("--repeats", type=int, default=5)
-    pb.add_argument("--methods", default=None, help="comma list from st,torch,onnx-fp32,onnx-int8,openvino-bf16")
+    pb.add_argument(
+        "--methods", default=None, help="comma list from st,torch,onnx-fp32,onnx-int8,openvino-bf16,openvino-int8"
+    )
     pb.add_argument("--fidelity-queries", type=int, default=50)
     pb.add_argument("--json", action="store_true")
     pb.set_defaults(func=cmd_bench)

@@ -127,8 +127,8 @@ _REGISTRY_LOCK = threading.Lock()
 
 
 def resolve_backend(backend: str, device: str | None) -> str:
-    """``auto``: torch fp16 on CUDA; on CPU, OpenVINO bf16 where the CPU has bf16 units and OpenVINO
-    is installed, else ONNX Runtime int8; torch when neither runtime is installed."""
+    """``auto``: torch fp16 on CUDA; on CPU, OpenVINO (static int8 on VNNI/AMX CPUs, else bf16) where it
+    is installed and the CPU has int8 or bf16 units, else ONNX Runtime int8; torch when neither is installed."""
     if backend not in ("auto", "torch", "onnx", "openvino"):
         raise InvalidArgumentError(f"backend={backend!r} is not supported; choose auto, torch, onnx or openvino")
     if backend != "auto":
@@ -140,9 +140,9 @@ def resolve_backend(backend: str, device: str | None) -> str:
 
         if cuda_available():
             return "torch"
-    from .backends.openvino_backend import cpu_has_bf16, openvino_installed
+    from .backends.openvino_backend import cpu_has_bf16, cpu_has_int8_dot, nncf_installed, openvino_installed
 
-    if cpu_has_bf16() and openvino_installed():
+    if openvino_installed() and (cpu_has_bf16() or (cpu_has_int8_dot() and nncf_installed())):
         return "openvino"
     try:
         import onnxruntime  # noqa: F401

@@ -104,7 +104,7 @@ class Reranker:
         path = resolve_model_dir(model, revision=revision, local_files_only=local_files_only, cache_folder=cache_folder)
         self.info: ModelInfo = inspect_model(path, name=self.model_name)
         self.backend = resolve_backend(backend, device)
-        check_choice("quantize", quantize, ("auto", "int8", "fp32"))
+        check_choice("quantize", quantize, ("auto", "int8", "bf16", "fp32"))
         self.device = device
         self.quantize = quantize
         self.trust_remote_code = trust_remote_code

@@ -1,9 +1,10 @@
 """Export a cross-encoder to ONNX once, quantize it to int8, and cache the result on disk.
 
-The cache entry is keyed by the model's content fingerprint, the variant (fp32/int8) and the
-exporter versions, written atomically (temp dir + rename) with a manifest holding the file's
-SHA-256, so a half-written or corrupt entry is detected on the next start and rebuilt instead of
-crashing inside ONNX Runtime. torch is imported only here, i.e. only when an export is needed.
+Variants: ``fp32`` (ONNX), ``int8`` (ONNX Runtime dynamic int8) and ``ov-int8`` (OpenVINO IR with
+static int8, built by ``ov_quantize``). A cache entry is keyed by the model's content fingerprint,
+the variant and the recipe version, written atomically (temp dir + rename) with a manifest holding
+each file's SHA-256, so a half-written or corrupt entry is detected on the next start and rebuilt
+instead of crashing inside a runtime. torch is imported only here, i.e. only when an export is needed.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ..errors import BackendUnavailableError, ExportError
 from ..loading import ModelInfo
 
 log = logging.getLogger("crossrank")
 
-EXPORT_FORMAT = 2  # bump when the export recipe changes, to invalidate old cache entries
+EXPORT_FORMAT = 3  # bump when the export recipe changes, to invalidate old cache entries
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -73,21 +75,35 @@ def shipped_onnx(info: ModelInfo) -> Path | None:
     return None
 
 
+_MAIN = {"fp32": "model.onnx", "int8": "model.onnx", "ov-int8": "model.xml"}
+
+
 def check_entry(d: Path) -> Path | None:
-    """The cached model file if the entry is complete and intact, else None."""
+    """The entry's main model file if the entry is complete and intact, else None."""
     manifest = d / "manifest.json"
-    model = d / "model.onnx"
-    if not (manifest.is_file() and model.is_file()):
+    if not manifest.is_file():
         return None
     try:
         meta = json.loads(manifest.read_text())
-        if meta.get("size") != model.stat().st_size or meta.get("sha256") != _sha256(model):
-            log.warning("ONNX cache entry %s is corrupt (checksum mismatch); rebuilding it", d)
-            return None
-    except (OSError, ValueError):
-        log.warning("ONNX cache entry %s has an unreadable manifest; rebuilding it", d)
+        files: dict[str, dict[str, object]] = meta["files"]
+        for name, want in files.items():
+            f = d / name
+            if not f.is_file() or want.get("size") != f.stat().st_size or want.get("sha256") != _sha256(f):
+                log.warning("model cache entry %s is corrupt (%s fails its checksum); rebuilding it", d, name)
+                return None
+        main = d / str(meta["main"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        log.warning("model cache entry %s has an unreadable manifest; rebuilding it", d)
         return None
-    return model
+    return main
+
+
+def _load_for_export(auto: Any, info: ModelInfo) -> Any:
+    path = str(info.path)
+    try:
+        return auto.from_pretrained(path, local_files_only=True, attn_implementation="eager")
+    except (ValueError, TypeError):  # an architecture without an eager attention option
+        return auto.from_pretrained(path, local_files_only=True)
 
 
 def _export_fp32(info: ModelInfo, out: Path) -> None:
@@ -100,7 +116,9 @@ def _export_fp32(info: ModelInfo, out: Path) -> None:
             "or a model directory that ships onnx/model.onnx"
         ) from exc
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(str(info.path), local_files_only=True)
+        # Eager attention exports as plain MatMul/Softmax, which OpenVINO fuses into one attention
+        # kernel; the SDPA export adds IsNaN/Where guards that cost ~20% on both runtimes here.
+        model = _load_for_export(AutoModelForSequenceClassification, info)
     except Exception as exc:
         raise ExportError(f"could not load {info.name} for ONNX export ({exc}); re-download the model") from exc
     model.eval()
@@ -143,36 +161,45 @@ def _quantize_int8(src: Path, dst: Path) -> None:
         raise ExportError(f"int8 quantization failed: {exc}") from exc
 
 
+def _build(info: ModelInfo, variant: str, tmp: Path) -> None:
+    if variant == "ov-int8":
+        from .ov_quantize import quantize_openvino_int8
+
+        quantize_openvino_int8(info, ensure_onnx(info, "fp32"), tmp / "model.xml")
+        return
+    own = shipped_onnx(info)
+    fp32 = tmp / "fp32.onnx"
+    if own is not None:
+        shutil.copyfile(own, fp32)
+    else:
+        _export_fp32(info, fp32)
+    if variant == "int8":
+        _quantize_int8(fp32, tmp / "model.onnx")
+        fp32.unlink()
+    else:
+        fp32.rename(tmp / "model.onnx")
+
+
 def ensure_onnx(info: ModelInfo, variant: str) -> Path:
-    """Path to a ready ONNX model of ``variant`` ("fp32" or "int8"), exporting it if needed."""
+    """Path to a ready model file of ``variant`` ("fp32", "int8" or "ov-int8"), building it if needed."""
     d = entry_dir(info, variant)
     cached = check_entry(d)
     if cached is not None:
         return cached
     d.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    log.info("exporting %s to ONNX (%s); this happens once per model", info.name, variant)
+    log.info("exporting %s (%s); this happens once per model", info.name, variant)
     tmp = Path(tempfile.mkdtemp(prefix=d.name + ".", dir=d.parent))
     try:
-        own = shipped_onnx(info)
-        fp32 = tmp / "fp32.onnx"
-        if own is not None:
-            shutil.copyfile(own, fp32)
-        else:
-            _export_fp32(info, fp32)
-        final = tmp / "model.onnx"
-        if variant == "int8":
-            _quantize_int8(fp32, final)
-            fp32.unlink()
-        else:
-            fp32.rename(final)
+        _build(info, variant, tmp)
+        files = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(tmp.iterdir()) if f.is_file()}
         meta = {
             "source": info.name,
             "fingerprint": info.fingerprint,
             "variant": variant,
             "format": EXPORT_FORMAT,
-            "size": final.stat().st_size,
-            "sha256": _sha256(final),
+            "main": _MAIN[variant],
+            "files": files,
             "seconds": round(time.perf_counter() - t0, 2),
         }
         (tmp / "manifest.json").write_text(json.dumps(meta, indent=2))
@@ -187,6 +214,5 @@ def ensure_onnx(info: ModelInfo, variant: str) -> Path:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    model = d / "model.onnx"
-    log.info("ONNX %s export of %s ready in %.1fs at %s", variant, info.name, time.perf_counter() - t0, d)
-    return model
+    log.info("%s export of %s ready in %.1fs at %s", variant, info.name, time.perf_counter() - t0, d)
+    return d / _MAIN[variant]

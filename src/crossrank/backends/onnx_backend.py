@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, ModelLoadError
+from ..errors import BackendUnavailableError, InvalidArgumentError, ModelLoadError
 from ..loading import ModelInfo
 from . import default_threads
 from .export import ensure_onnx, entry_dir
@@ -20,6 +20,8 @@ class OnnxBackend:
             raise BackendUnavailableError(
                 "backend='onnx' needs onnxruntime: pip install onnxruntime (it is a crossrank dependency)"
             ) from exc
+        if quantize == "bf16":
+            raise InvalidArgumentError("quantize='bf16' is for backend='openvino'; ONNX runs int8 or fp32")
         variant = "fp32" if quantize == "fp32" else "int8"
         path = ensure_onnx(info, variant)
         opts = ort.SessionOptions()

@@ -1,10 +1,9 @@
-"""OpenVINO on CPU: bf16 where the processor has bf16 units (AVX-512 BF16 / AMX), else fp32.
+"""OpenVINO on CPU: static int8 (VNNI), bf16 or fp32.
 
-Measured on this project's 2-core AMD EPYC (AVX-512 BF16 + VNNI), 100 SciFact abstracts × 256
-tokens: OpenVINO bf16 2.1 s with scores within 0.04 of fp32 and an identical top 10, against ONNX
-Runtime dynamic int8 at 2.3–2.5 s with scores off by up to 0.4 and 8 of the top 10 kept. So where
-bf16 is native and OpenVINO is installed (``pip install 'crossrank[openvino]'``), ``backend="auto"``
-takes it. It reads the same cached fp32 ONNX export as the ONNX backend.
+``quantize``: ``"int8"`` runs the NNCF-quantized IR (``ov_quantize``), with the unquantized ops in
+bf16 where the CPU has bf16 units; ``"bf16"`` and ``"fp32"`` run the fp32 ONNX export at that
+precision; ``"auto"`` takes int8 when the CPU has int8 dot-product units (VNNI/AMX) and NNCF is
+installed, else bf16 where native, else fp32. Numbers behind this: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -30,10 +29,35 @@ def cpu_has_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_has_int8_dot() -> bool:
+    """int8 dot-product units (AVX-512 VNNI, AVX-VNNI or AMX), from /proc/cpuinfo; False where unknown."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in (" avx512_vnni", " avx_vnni", " amx_int8"))
+
+
 def openvino_installed() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("openvino") is not None
+
+
+def nncf_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("nncf") is not None
+
+
+def openvino_variant(quantize: str) -> str:
+    """The precision ``quantize`` means on this machine: int8, bf16 or fp32."""
+    if quantize == "auto":
+        if cpu_has_int8_dot() and nncf_installed():
+            return "int8"
+        return "bf16" if cpu_has_bf16() else "fp32"
+    return quantize
 
 
 class OpenVinoBackend:
@@ -44,12 +68,14 @@ class OpenVinoBackend:
             raise BackendUnavailableError(
                 "backend='openvino' needs OpenVINO: pip install 'crossrank[openvino]'"
             ) from exc
-        if quantize == "int8":
+        variant = openvino_variant(quantize)
+        if variant == "bf16" and not cpu_has_bf16():
             raise InvalidArgumentError(
-                "quantize='int8' is for backend='onnx'; OpenVINO runs bf16 (quantize='auto') or fp32"
+                "quantize='bf16' needs a CPU with bf16 units (AVX-512 BF16 or AMX); use quantize='int8' or 'fp32'"
             )
-        precision = "bf16" if quantize == "auto" and cpu_has_bf16() else "f32"
-        path = ensure_onnx(info, "fp32")
+        # int8: the ops left unquantized (softmax, layer norm, attention) run in bf16 where native.
+        precision = "f32" if variant == "fp32" or not cpu_has_bf16() else "bf16"
+        path = ensure_onnx(info, "ov-int8" if variant == "int8" else "fp32")
         threads = num_threads or default_threads()
         try:
             core = ov.Core()
@@ -63,11 +89,15 @@ class OpenVinoBackend:
                 },
             )
         except Exception as exc:
-            raise ModelLoadError(f"OpenVINO could not compile {path} ({exc})") from exc
+            raise ModelLoadError(
+                f"OpenVINO could not compile {path} ({exc}); delete {path.parent} to rebuild it"
+            ) from exc
         self._inputs = {name for port in self._compiled.inputs for name in port.get_names()}
         self._request = self._compiled.create_infer_request()  # the engine serialises forward calls
-        self.name = f"openvino-{'bf16' if precision == 'bf16' else 'fp32'}"
-        # 100 pairs × 200 tokens, bf16: bs 8 2.09 s, bs 16 1.90 s, bs 32 1.65 s (524 MB peak RSS).
+        self.name = f"openvino-{variant}"
+        self.variant = variant
+        self.path = path
+        # 100 pairs × 200 tokens: bf16 bs 8 2.09 s, bs 16 1.90 s, bs 32 1.65 s; int8 bs 16 1.13 s, bs 32 0.97 s.
         self.preferred_batch_size = 32
 
     def forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
