@@ -1,0 +1,245 @@
+"""The ranking-quality table: first stages alone and reranked, truncate vs windows, fusion on/off.
+
+    python benchmarks/quality_table.py --model ../shared/models/crossrank-minilm-l6-scifact \
+        --dataset ../shared/data/beir-scifact --json quality.json          # all 300 test queries
+
+BM25, dense (Chroma + all-MiniLM-L6-v2) and hybrid (RRF of both) each give top-100 candidates per
+query; each reranker setting (max_length × long_documents) scores them once (a shared score cache
+makes overlapping candidates and the fusion variants free), so the whole table costs about one
+rerank pass per setting. Latency is the rerank time per query measured on the hybrid pass, where
+nothing is cached yet; the other first stages give the same number of candidates.
+
+``--reference N`` adds the loses-nothing check on the first N queries' dense top-100:
+sentence-transformers ``CrossEncoder.predict`` (fp32) against crossrank's torch backend (the order
+must be identical) and the default fast path (nDCG@10 difference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from crossrank import Candidate, Reranker
+from crossrank.evaluation import evaluate, load_beir
+from crossrank.evaluation_run import dense_stage
+from crossrank.scales import rrf_merge
+
+SETTINGS = {  # name: (max_length, long_documents, first stages)
+    "256 truncate": (256, "truncate", ("hybrid", "dense", "bm25")),
+    "256 windows": (256, "windows", ("hybrid", "dense", "bm25")),
+    "512 truncate": (512, "truncate", ("hybrid",)),
+    "512 windows": (512, "windows", ("hybrid",)),
+}
+
+
+def first_stages(ds: Any, queries: list[tuple[str, str]], k: int, db: str | None) -> dict[str, dict[str, list[str]]]:
+    from crossrank.bm25 import BM25Index
+
+    ids = list(ds.corpus)
+    bm25 = BM25Index(ids, [ds.doc_text(d) for d in ids])
+    pipe = dense_stage(ds, embedder=None, db=db, chroma_url=None, collection=None, progress=True)
+    out: dict[str, dict[str, list[str]]] = {"bm25": {}, "dense": {}, "hybrid": {}}
+    for qid, text in tqdm(queries, desc="first stages", unit="query"):
+        out["bm25"][qid] = [d for d, _ in bm25.search(text, k)]
+        out["dense"][qid] = [c.id or "" for c, _ in pipe.retrieve(text, candidates=k)]
+        out["hybrid"][qid] = rrf_merge([out["bm25"][qid], out["dense"][qid]])[:k]
+    return out
+
+
+def rerank_setting(
+    model: str, ds: Any, queries: list[tuple[str, str]], stages: dict[str, dict[str, list[str]]], name: str
+) -> list[dict[str, Any]]:
+    max_length, mode, which = SETTINGS[name]
+    rr = Reranker(model, max_length=max_length, long_documents=mode, cache_size=1_000_000)
+    rows = []
+    latency: list[float] = []
+    calib: list[tuple[float, bool]] = []  # (sigmoid score, relevant) over the hybrid candidates
+    for stage in which:
+        runs: dict[str, dict[str, list[str]]] = {"none": {}, "rrf": {}}
+        cut = 0
+        windows = docs = 0
+        for qid, text in tqdm(queries, desc=f"{name} · {stage}", unit="query"):
+            cands = [Candidate(ds.doc_text(d), id=d) for d in stages[stage][qid]]
+            t = time.perf_counter()
+            res = rr.rerank(text, cands)
+            if stage == "hybrid":
+                latency.append(time.perf_counter() - t)
+                rel = ds.qrels.get(qid, {})
+                calib += [(1 / (1 + math.exp(-r.raw_score)), rel.get(r.id or "", 0) > 0) for r in res]
+            runs["none"][qid] = [r.id or "" for r in res]
+            runs["rrf"][qid] = [r.id or "" for r in rr.rerank(text, cands, fusion="rrf")]  # all cache hits
+            cut += sum(r.truncated for r in res)
+            windows += sum(r.windows for r in res)
+            docs += len(res)
+        for fusion in ("none", "rrf"):
+            rows.append(
+                {
+                    "first_stage": stage,
+                    "setting": name,
+                    "fusion": fusion,
+                    "backend": rr.backend_name,
+                    "metrics": evaluate(runs[fusion], ds.qrels),
+                    "runs": runs[fusion],
+                    "truncated_fraction": cut / docs,
+                    "windows_per_doc": windows / docs,
+                }
+            )
+    p50 = statistics.median(latency) * 1000
+    for r in rows:
+        r["rerank_ms_p50"] = p50
+    rows[0]["calibration"] = calibration(calib)
+    return rows
+
+
+THRESHOLDS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+
+
+def calibration(pairs: list[tuple[float, bool]]) -> list[dict[str, float]]:
+    """Precision / recall of "relevant" among the candidates when keeping sigmoid scores >= t."""
+    total_rel = sum(r for _, r in pairs) or 1
+    out = []
+    for t in THRESHOLDS:
+        kept = [r for s, r in pairs if s >= t]
+        hits = sum(kept)
+        out.append(
+            {
+                "threshold": t,
+                "logit": math.log(t / (1 - t)),
+                "kept_per_query": len(kept),
+                "precision": hits / len(kept) if kept else float("nan"),
+                "recall": hits / total_rel,
+            }
+        )
+    return out
+
+
+def long_doc_subset(ds: Any, model: str, queries: list[tuple[str, str]], max_length: int) -> list[str]:
+    """Queries with a relevant document that does not fit beside the query at ``max_length``."""
+    rr = Reranker(model, max_length=max_length)
+    out = []
+    for qid, text in queries:
+        rel = [d for d, g in ds.qrels.get(qid, {}).items() if g > 0 and d in ds.corpus]
+        q_tokens = rr.count_tokens([text])[0]
+        if any(n + q_tokens + 3 > max_length for n in rr.count_tokens([ds.doc_text(d) for d in rel])):
+            out.append(qid)
+    return out
+
+
+def reference(model: str, ds: Any, queries: list[tuple[str, str]], dense: dict[str, list[str]]) -> dict[str, Any]:
+    from sentence_transformers import CrossEncoder
+
+    ce = CrossEncoder(model, device="cpu")
+    torch_rr = Reranker(model, backend="torch")
+    fast = Reranker(model)
+    runs: dict[str, dict[str, list[str]]] = {"st": {}, "torch": {}, fast.backend_name: {}}
+    identical = 0
+    max_diff = 0.0
+    for qid, text in tqdm(queries, desc="reference (sentence-transformers)", unit="query"):
+        ids = dense[qid]
+        docs = [ds.doc_text(d) for d in ids]
+        st = [float(x) for x in ce.predict([(text, d) for d in docs], batch_size=32)]
+        tr = torch_rr.score(text, docs)
+        fa = fast.score(text, docs)
+        max_diff = max(max_diff, max(abs(a - b) for a, b in zip(st, tr)))
+        for name, scores in (("st", st), ("torch", tr), (fast.backend_name, fa)):
+            runs[name][qid] = [ids[i] for i in sorted(range(len(ids)), key=lambda i: (-scores[i], i))]
+        identical += runs["st"][qid] == runs["torch"][qid]
+    metrics = {name: evaluate(r, ds.qrels)["ndcg@10"] for name, r in runs.items()}
+    overlap = {
+        name: statistics.mean(len(set(r[q][:10]) & set(runs["st"][q][:10])) / 10 for q in r) for name, r in runs.items()
+    }
+    return {
+        "queries": len(queries),
+        "ndcg@10": metrics,
+        "top10_overlap_vs_st": overlap,
+        "torch_identical_order": identical,
+        "torch_max_abs_diff": max_diff,
+    }
+
+
+def table(first: dict[str, dict[str, float]], rows: list[dict[str, Any]], subset: dict[str, Any]) -> str:
+    lines = [
+        "| first stage (top-100) | rerank | fusion | nDCG@10 | R@10 | long-doc queries nDCG@10 | rerank ms/query |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for stage in ("bm25", "dense", "hybrid"):
+        m = first[stage]
+        lines.append(
+            f"| {stage} | — | — | {m['ndcg@10']:.4f} | {m['recall@10']:.3f} | {subset['first'][stage]:.4f} | — |"
+        )
+        for r in (x for x in rows if x["first_stage"] == stage):
+            m = r["metrics"]
+            lines.append(
+                f"| {stage} | {r['setting']} | {r['fusion']} | {m['ndcg@10']:.4f} | {m['recall@10']:.3f} | "
+                f"{r['subset_ndcg@10']:.4f} | {r['rerank_ms_p50']:.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--limit", type=int, default=None, help="first N test queries (default: all)")
+    ap.add_argument("--candidates", type=int, default=100)
+    ap.add_argument("--db", default=None, help="Chroma folder for the embedded corpus (reused between runs)")
+    ap.add_argument("--settings", default=",".join(SETTINGS), help=f"comma list from {', '.join(SETTINGS)}")
+    ap.add_argument("--reference", type=int, default=0, help="also compare with sentence-transformers on N queries")
+    ap.add_argument("--json", default=None, help="write every number (and the runs) to this file")
+    args = ap.parse_args(argv)
+
+    ds = load_beir(args.dataset)
+    queries = ds.test_queries(args.limit)
+    stages = first_stages(ds, queries, args.candidates, args.db)
+    first = {s: evaluate(r, ds.qrels) for s, r in stages.items()}
+    long_q = long_doc_subset(ds, args.model, queries, 256)
+    subset: dict[str, Any] = {
+        "max_length": 256,
+        "queries": len(long_q),
+        "first": {s: evaluate({q: r[q] for q in long_q}, ds.qrels)["ndcg@10"] for s, r in stages.items()},
+    }
+    rows: list[dict[str, Any]] = []
+    for name in args.settings.split(","):
+        for r in rerank_setting(args.model, ds, queries, stages, name):
+            r["subset_ndcg@10"] = evaluate({q: r["runs"][q] for q in long_q}, ds.qrels)["ndcg@10"]
+            rows.append(r)
+    out: dict[str, Any] = {
+        "queries": len(queries),
+        "candidates": args.candidates,
+        "first_stage": first,
+        "long_doc_subset": subset,
+        "rows": [{k: v for k, v in r.items() if k != "runs"} for r in rows],
+    }
+    if args.reference:
+        out["reference"] = reference(args.model, ds, queries[: args.reference], stages["dense"])
+    out["table"] = table(first, rows, subset)
+    for r in rows:
+        if "calibration" in r:
+            n = len(queries)
+            out["table"] += f"\n\ncalibration, {r['setting']}, hybrid top-{args.candidates} (normalize='sigmoid'):\n"
+            out["table"] += "| threshold | raw logit | kept per query | precision | recall |\n"
+            out["table"] += "|---:|---:|---:|---:|---:|\n"
+            out["table"] += "\n".join(
+                f"| {c['threshold']} | {c['logit']:+.2f} | {c['kept_per_query'] / n:.2f} | {c['precision']:.3f} | "
+                f"{c['recall']:.3f} |"
+                for c in r["calibration"]
+            )
+    print(out["table"])
+    print(f"\nlong-doc queries: {len(long_q)} of {len(queries)} have a relevant abstract longer than 256 tokens")
+    if "reference" in out:
+        print(json.dumps(out["reference"], indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
