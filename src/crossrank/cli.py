@@ -54,6 +54,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--model", default=None, help="cross-encoder id or folder (default: $CROSSRANK_MODEL or ms-marco-MiniLM-L6-v2)"
     )
     p.add_argument("--backend", default="auto", choices=["auto", "onnx", "openvino", "torch"])
+    p.add_argument("--quantize", default="auto", choices=["auto", "int8", "bf16", "fp32"])
     p.add_argument(
         "--max-length", type=int, default=None, help="tokens per pair (default: the model's declared maximum)"
     )
@@ -64,6 +65,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def _reranker_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "backend": args.backend,
+        "quantize": args.quantize,
         "max_length": args.max_length,
         "long_documents": args.long_documents,
         "normalize": args.normalize,

@@ -20,23 +20,24 @@ from .export import ensure_onnx
 
 
 @functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    """The CPU feature flags from /proc/cpuinfo; empty where unknown (then no fast path is assumed)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return frozenset(line.partition(":")[2].split())
+
+
 def cpu_has_bf16() -> bool:
-    """Native bf16 matrix units (AVX-512 BF16 or AMX), from /proc/cpuinfo; False where unknown."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    """Native bf16 matrix units (AVX-512 BF16 or AMX)."""
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
-@functools.lru_cache(maxsize=1)
 def cpu_has_int8_dot() -> bool:
-    """int8 dot-product units (AVX-512 VNNI, AVX-VNNI or AMX), from /proc/cpuinfo; False where unknown."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags for f in (" avx512_vnni", " avx_vnni", " amx_int8"))
+    """int8 dot-product units (AVX-512 VNNI, AVX-VNNI or AMX)."""
+    return bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def openvino_installed() -> bool:
