@@ -139,6 +139,7 @@ def reference(model: str, ds: Any, queries: list[tuple[str, str]], dense: dict[s
     ce = CrossEncoder(model, device="cpu")
     torch_rr = Reranker(model, backend="torch")
     fast = Reranker(model)
+    fast.warmup()  # the backend's full name (e.g. openvino-int8) is known once it is loaded
     runs: dict[str, dict[str, list[str]]] = {"st": {}, "torch": {}, fast.backend_name: {}}
     identical = 0
     max_diff = 0.0
@@ -211,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in rerank_setting(args.model, ds, queries, stages, name):
             r["subset_ndcg@10"] = evaluate({q: r["runs"][q] for q in long_q}, ds.qrels)["ndcg@10"]
             rows.append(r)
+        print(table(first, rows, subset), flush=True)  # so a later failure loses nothing measured
     out: dict[str, Any] = {
         "queries": len(queries),
         "candidates": args.candidates,
