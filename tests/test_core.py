@@ -139,7 +139,8 @@ def test_declared_max_length_is_honoured(tmp_path: Path) -> None:
     assert Reranker(short, backend="torch").max_length == 32
     undeclared = make_tiny_cross_encoder(tmp_path / "none", model_max_length=None, max_position_embeddings=64)
     assert Reranker(undeclared, backend="torch").max_length == 64
-    assert Reranker(short, backend="torch", max_length=48).max_length == 48
+    with pytest.warns(UserWarning, match="above the 32 tokens"):  # allowed, but past the trained length
+        assert Reranker(short, backend="torch", max_length=48).max_length == 48
 
 
 def test_long_document_truncated_and_reported(tiny: Reranker) -> None:

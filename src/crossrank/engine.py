@@ -140,9 +140,10 @@ def resolve_backend(backend: str, device: str | None) -> str:
 
         if cuda_available():
             return "torch"
-    from .backends.openvino_backend import cpu_has_bf16, cpu_has_int8_dot, nncf_installed, openvino_installed
+    from .backends.openvino_backend import openvino_installed, openvino_variant
 
-    if openvino_installed() and (cpu_has_bf16() or (cpu_has_int8_dot() and nncf_installed())):
+    # One decision, made where the precision is chosen: OpenVINO pays off only with int8 or bf16 units.
+    if openvino_installed() and openvino_variant("auto") != "fp32":
         return "openvino"
     try:
         import onnxruntime  # noqa: F401

@@ -165,7 +165,7 @@ def _build(info: ModelInfo, variant: str, tmp: Path) -> None:
     if variant == "ov-int8":
         from .ov_quantize import quantize_openvino_int8
 
-        quantize_openvino_int8(info, ensure_onnx(info, "fp32"), tmp / "model.xml")
+        quantize_openvino_int8(info, ensure_model_file(info, "fp32"), tmp / "model.xml")
         return
     own = shipped_onnx(info)
     fp32 = tmp / "fp32.onnx"
@@ -180,7 +180,7 @@ def _build(info: ModelInfo, variant: str, tmp: Path) -> None:
         fp32.rename(tmp / "model.onnx")
 
 
-def ensure_onnx(info: ModelInfo, variant: str) -> Path:
+def ensure_model_file(info: ModelInfo, variant: str) -> Path:
     """Path to a ready model file of ``variant`` ("fp32", "int8" or "ov-int8"), building it if needed."""
     d = entry_dir(info, variant)
     cached = check_entry(d)

@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import BackendUnavailableError, InvalidArgumentError, ModelLoadError
 from ..loading import ModelInfo
 from . import default_threads
-from .export import ensure_onnx, entry_dir
+from .export import ensure_model_file, entry_dir
 
 
 class OnnxBackend:
@@ -23,7 +23,7 @@ class OnnxBackend:
         if quantize == "bf16":
             raise InvalidArgumentError("quantize='bf16' is for backend='openvino'; ONNX runs int8 or fp32")
         variant = "fp32" if quantize == "fp32" else "int8"
-        path = ensure_onnx(info, variant)
+        path = ensure_model_file(info, variant)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = num_threads or default_threads()

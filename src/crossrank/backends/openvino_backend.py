@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import BackendUnavailableError, InvalidArgumentError, ModelLoadError
 from ..loading import ModelInfo
 from . import default_threads
-from .export import ensure_onnx
+from .export import ensure_model_file
 
 
 @functools.lru_cache(maxsize=1)
@@ -76,7 +76,7 @@ class OpenVinoBackend:
             )
         # int8: the ops left unquantized (softmax, layer norm, attention) run in bf16 where native.
         precision = "f32" if variant == "fp32" or not cpu_has_bf16() else "bf16"
-        path = ensure_onnx(info, "ov-int8" if variant == "int8" else "fp32")
+        path = ensure_model_file(info, "ov-int8" if variant == "int8" else "fp32")
         threads = num_threads or default_threads()
         try:
             core = ov.Core()
