@@ -87,6 +87,10 @@ class OpenVinoBackend:
                     "INFERENCE_PRECISION_HINT": precision,
                     "PERFORMANCE_HINT": "LATENCY",
                     "INFERENCE_NUM_THREADS": threads,
+                    # Kernels are cached per input shape (default 5,000 shapes, ~4 MB each here): with real
+                    # traffic every (batch, length) is new and RSS grew 400 MB -> 1.7 GB over 300 reranks.
+                    # 64 shapes keep it flat (570 -> 640 MB) and were no slower (benchmarks/README.md).
+                    "CPU_RUNTIME_CACHE_CAPACITY": "64",
                 },
             )
         except Exception as exc:
