@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import statistics
 import sys
 import time
@@ -42,15 +43,16 @@ def main() -> int:
     rr = Reranker(args.model, backend="openvino", quantize=args.quantize)
     rr.score(query, docs[:2])
     backend = rr.engine.backend
-    enc = rr.engine.encoder(rr.max_length).encode(query, docs)
+    encoder = rr.engine.encoder(rr.max_length)
+    enc = encoder.encode(query, docs)
     order = sorted(range(len(enc.ids)), key=lambda i: len(enc.ids[i]))
     bs = backend.preferred_batch_size  # type: ignore[attr-defined]
     batches = [
-        rr.engine.encoder(rr.max_length).pad([enc.ids[i] for i in chunk], [enc.types[i] for i in chunk])
+        encoder.pad([enc.ids[i] for i in chunk], [enc.types[i] for i in chunk])
         for chunk in (order[s : s + bs] for s in range(0, len(order), bs))
     ]
     cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": default_threads(), "PERF_COUNT": True}
-    cfg["INFERENCE_PRECISION_HINT"] = "f32" if backend.name.endswith("fp32") else "bf16"  # type: ignore[attr-defined]
+    cfg["INFERENCE_PRECISION_HINT"] = "f32" if backend.name.endswith("fp32") else "bf16"
     compiled = ov.Core().compile_model(str(backend.path), "CPU", cfg)  # type: ignore[attr-defined]
     req = compiled.create_infer_request()
     names = {n for p in compiled.inputs for n in p.get_names()}
@@ -71,7 +73,7 @@ def main() -> int:
     wall = statistics.median(walls)
 
     info = rr.info
-    cfg_json = __import__("json").loads((info.path / "config.json").read_text())
+    cfg_json = json.loads((info.path / "config.json").read_text())
     hidden, layers, inter = cfg_json["hidden_size"], cfg_json["num_hidden_layers"], cfg_json["intermediate_size"]
     tokens = [int(np.sum(b["attention_mask"])) for b in batches]
     n_tokens = sum(tokens)
@@ -85,7 +87,7 @@ def main() -> int:
     roof = matmul_ops / int8_peak + attn_ops / bf16_peak
 
     total = sum(ops.values())
-    print(f"{backend.name}: 100 candidates × 200 tokens, {n_tokens} tokens, batch {bs}")  # type: ignore[attr-defined]
+    print(f"{backend.name}: 100 candidates × 200 tokens, {n_tokens} tokens, batch {bs}")
     print(f"work: weight matmuls {matmul_ops / 1e9:.0f} GOP (int8) + attention {attn_ops / 1e9:.0f} GFLOP (bf16)")
     print(
         f"roofline at {args.ghz} GHz × {cores} cores: {roof * 1000:.0f} ms · measured {wall * 1000:.0f} ms "

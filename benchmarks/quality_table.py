@@ -133,6 +133,11 @@ def long_doc_subset(ds: Any, model: str, queries: list[tuple[str, str]], max_len
     return out
 
 
+def by_score(ids: list[str], scores: list[float]) -> list[str]:
+    """Ids from best to worst score; ties keep the first-stage order."""
+    return [ids[i] for i in sorted(range(len(ids)), key=lambda i: (-scores[i], i))]
+
+
 def reference(model: str, ds: Any, queries: list[tuple[str, str]], dense: dict[str, list[str]]) -> dict[str, Any]:
     from sentence_transformers import CrossEncoder
 
@@ -151,7 +156,7 @@ def reference(model: str, ds: Any, queries: list[tuple[str, str]], dense: dict[s
         fa = fast.score(text, docs)
         max_diff = max(max_diff, max(abs(a - b) for a, b in zip(st, tr)))
         for name, scores in (("st", st), ("torch", tr), (fast.backend_name, fa)):
-            runs[name][qid] = [ids[i] for i in sorted(range(len(ids)), key=lambda i: (-scores[i], i))]
+            runs[name][qid] = by_score(ids, scores)
         identical += runs["st"][qid] == runs["torch"][qid]
     metrics = {name: evaluate(r, ds.qrels)["ndcg@10"] for name, r in runs.items()}
     overlap = {
@@ -184,7 +189,7 @@ def fidelity(model: str, ds: Any, queries: list[tuple[str, str]], dense: dict[st
         for qid, text in tqdm(queries, desc=f"fidelity {rr.backend_name}", unit="query"):
             ids = dense[qid]
             scores = rr.score(text, [ds.doc_text(d) for d in ids])
-            runs[rr.backend_name][qid] = [ids[i] for i in sorted(range(len(ids)), key=lambda i: (-scores[i], i))]
+            runs[rr.backend_name][qid] = by_score(ids, scores)
     ref = runs[next(iter(runs))]
     judged = [q for q in ref if any(g > 0 for g in ds.qrels.get(q, {}).values())]
     per_query = {name: {q: ndcg_at_k(r[q], ds.qrels[q], 10) for q in judged} for name, r in runs.items()}

@@ -67,8 +67,8 @@ def test_windows_find_relevant_text_past_the_cut(shared_model: Path, scifact: Be
     ids = list(scifact.corpus)
     claims = _claims_with_relevant(scifact, 8)
     gains = []
-    for i, (_, claim, rel) in enumerate(claims):
-        relevant = {d for d, g in scifact.qrels.get(claims[i][0], {}).items() if g > 0}
+    for i, (qid, claim, rel) in enumerate(claims):
+        relevant = {d for d, g in scifact.qrels.get(qid, {}).items() if g > 0}
         others = [d for d in ids[i * 40 : i * 40 + 40] if d not in relevant]
         filler = " ".join(scifact.doc_text(d) for d in others[:2])  # two unrelated abstracts first
         long_doc = f"{filler} {scifact.doc_text(rel)}"
