@@ -84,11 +84,11 @@ def main() -> int:
         return [[r.raw_score for r in sorted(x, key=lambda r: r.index)] for x in res], wall, max(gaps)
 
     # The best case for any batching scheme: all pairs at the throughput of one long, fully batched call.
-    pool = list(dict.fromkeys(texts))[:512]  # distinct texts: duplicates would be scored once
-    rr.score(jobs[0][0], pool[:64])
+    distinct = list(dict.fromkeys(texts))[:512]  # distinct texts: duplicates would be scored once
+    rr.score(jobs[0][0], distinct[:64])
     t = time.perf_counter()
-    rr.score(jobs[0][0], pool)
-    peak = len(pool) / (time.perf_counter() - t)
+    rr.score(jobs[0][0], distinct)
+    peak = len(distinct) / (time.perf_counter() - t)
 
     for n in sorted({args.candidates, *args.concurrent_candidates}):
         batch = [(q, texts[(i * 7) % 1900 : (i * 7) % 1900 + n]) for i, (q, _) in enumerate(jobs[:64])]
