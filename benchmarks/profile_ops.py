@@ -36,7 +36,7 @@ def main() -> int:
 
     from crossrank import Reranker
     from crossrank.backends import default_threads
-    from crossrank.bench import _passages
+    from crossrank.cli.bench import _passages
 
     docs = _passages(args.model, Path(args.dataset) / "corpus.jsonl", 200, 100)
     query = "Vitamin D deficiency is associated with a higher risk of cancer"

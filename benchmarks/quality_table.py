@@ -28,8 +28,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from crossrank import Candidate, Reranker
-from crossrank.evaluation import evaluate, load_beir, ndcg_at_k
-from crossrank.evaluation_run import dense_stage
+from crossrank.cli.eval import dense_stage
+from crossrank.retrieval.beir import evaluate, load_beir, ndcg_at_k
 from crossrank.scales import rrf_merge
 
 SETTINGS = {  # name: (max_length, long_documents, first stages)
@@ -41,7 +41,7 @@ SETTINGS = {  # name: (max_length, long_documents, first stages)
 
 
 def first_stages(ds: Any, queries: list[tuple[str, str]], k: int, db: str | None) -> dict[str, dict[str, list[str]]]:
-    from crossrank.bm25 import BM25Index
+    from crossrank.retrieval.bm25 import BM25Index
 
     ids = list(ds.corpus)
     bm25 = BM25Index(ids, [ds.doc_text(d) for d in ids])

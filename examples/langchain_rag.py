@@ -26,8 +26,8 @@ from langchain_huggingface import HuggingFaceEmbeddings
 
 from crossrank import Reranker
 from crossrank.cli import demo_files
-from crossrank.embeddings import resolve_embedder
-from crossrank.evaluation import read_jsonl
+from crossrank.retrieval.beir import read_jsonl
+from crossrank.retrieval.embeddings import resolve_embedder
 from langchain_crossrank import CrossRankCompressor
 
 

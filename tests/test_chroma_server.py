@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from crossrank import Reranker, VectorStoreError
-from crossrank.pipeline import Pipeline
+from crossrank.retrieval.pipeline import Pipeline
 
 pytestmark = pytest.mark.integration
 

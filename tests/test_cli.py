@@ -251,7 +251,7 @@ def test_sigkill_mid_index_then_rerun_is_complete(tmp_path: Path, embedder_path:
 
 
 def test_hybrid_first_stage_adds_lexical_matches(tmp_path: Path, embedder_path: Path, tiny: object) -> None:
-    from crossrank.pipeline import Pipeline
+    from crossrank.retrieval.pipeline import Pipeline
 
     docs = tmp_path / "h"
     docs.mkdir()

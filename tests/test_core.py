@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from crossrank import Candidate, Ranked, Reranker
-from crossrank.engine import loaded_engines
+from crossrank.scoring.engine import loaded_engines
 
 DOCS = [
     "the python snake is a reptile",
@@ -78,7 +78,7 @@ def test_ties_keep_input_order(tiny: Reranker) -> None:
 
 
 def test_empty_candidates_do_not_load_model(tiny_model: Path) -> None:
-    from crossrank.engine import clear_engines
+    from crossrank.scoring.engine import clear_engines
 
     clear_engines()
     rr = Reranker(tiny_model, backend="torch")

@@ -10,8 +10,8 @@ import pytest
 
 from crossrank import Candidate, Reranker
 from crossrank.backends import export
-from crossrank.engine import clear_engines
-from crossrank.evaluation import BeirDataset
+from crossrank.retrieval.beir import BeirDataset
+from crossrank.scoring.engine import clear_engines
 
 DOCS = ["the python snake is a reptile", "python code is a program language", "aspirin dose and heart risk"] * 3
 

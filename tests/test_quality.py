@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from crossrank import Candidate, Reranker
-from crossrank.evaluation import BeirDataset, evaluate
+from crossrank.retrieval.beir import BeirDataset, evaluate
 
 pytestmark = pytest.mark.integration
 

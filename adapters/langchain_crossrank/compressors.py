@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from crossrank import Candidate, InvalidDocumentTypeError, RankedResults, Reranker
-from crossrank.copying import copy_metadata
 from crossrank.inputs import check_output_options
-from crossrank.loading import DEFAULT_MODEL
+from crossrank.integrations.copying import copy_metadata
+from crossrank.model_files import DEFAULT_MODEL
 
 try:
     from langchain_core.callbacks import Callbacks

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from crossrank import Reranker
-from crossrank.loading import DEFAULT_MODEL
+from crossrank.model_files import DEFAULT_MODEL
 
 try:
     from langchain_core.cross_encoders import BaseCrossEncoder

@@ -6,8 +6,7 @@ the LangChain / LlamaIndex adapters are thin wrappers around it.
 
 from __future__ import annotations
 
-from .engine import clear_engines
-from .errors import (
+from crossrank.errors import (
     BackendUnavailableError,
     CollectionNotFoundError,
     CrossrankError,
@@ -23,9 +22,10 @@ from .errors import (
     UnsupportedModelError,
     VectorStoreError,
 )
-from .loading import DEFAULT_MODEL
-from .reranker import Reranker
-from .types import Candidate, Filtered, Ranked, RankedResults, RerankStats
+from crossrank.model_files import DEFAULT_MODEL
+from crossrank.reranker import Reranker
+from crossrank.results import Candidate, Filtered, Ranked, RankedResults, RerankStats
+from crossrank.scoring.engine import clear_engines
 
 __version__ = "0.1.0"
 

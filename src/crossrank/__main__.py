@@ -1,5 +1,5 @@
 """``python -m crossrank`` runs the command line."""
 
-from .cli import main
+from crossrank.cli import main
 
 raise SystemExit(main())

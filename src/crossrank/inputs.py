@@ -10,14 +10,14 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, get_args
 
-from .errors import (
+from crossrank.errors import (
     InvalidArgumentError,
     InvalidDocumentError,
     InvalidDocumentTypeError,
     InvalidQueryError,
     InvalidQueryTypeError,
 )
-from .types import Candidate, clean_float
+from crossrank.results import Candidate, clean_float
 
 Normalize = Literal["none", "sigmoid", "softmax", "minmax"]
 LongDocuments = Literal["truncate", "windows"]

@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from .cache import CacheInfo, ScoreCache
-from .engine import Engine, ForwardStats, get_engine, resolve_backend
-from .errors import InvalidArgumentError, InvalidDocumentTypeError
-from .inputs import (
+from crossrank.cache import CacheInfo, ScoreCache
+from crossrank.errors import InvalidArgumentError, InvalidDocumentTypeError
+from crossrank.inputs import (
     AGGREGATE_CHOICES,
     FUSION_CHOICES,
     LONG_DOC_CHOICES,
@@ -28,9 +27,10 @@ from .inputs import (
     check_top_n,
     to_candidates,
 )
-from .loading import DEFAULT_MODEL, ModelInfo, effective_max_length, inspect_model, resolve_model_dir
-from .scales import aggregate_windows, normalize_scores, ranks_desc, rrf
-from .types import Candidate, Filtered, Ranked, RankedResults, RerankStats, clean_float
+from crossrank.model_files import DEFAULT_MODEL, ModelInfo, effective_max_length, inspect_model, resolve_model_dir
+from crossrank.results import Candidate, Filtered, Ranked, RankedResults, RerankStats, clean_float
+from crossrank.scales import aggregate_windows, normalize_scores, ranks_desc, rrf
+from crossrank.scoring.engine import Engine, ForwardStats, get_engine, resolve_backend
 
 # Per-call overrides shared by rerank() and arerank(); None means "use the constructor's value".
 _CALL_OPTIONS = ("top_n", "threshold", "normalize", "dedupe", "fusion", "long_documents")

@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendUnavailableError, ExportError
-from ..loading import ModelInfo
+from crossrank.errors import BackendUnavailableError, ExportError
+from crossrank.model_files import ModelInfo
 
 log = logging.getLogger("crossrank")
 
@@ -163,7 +163,7 @@ def _quantize_int8(src: Path, dst: Path) -> None:
 
 def _build(info: ModelInfo, variant: str, tmp: Path) -> None:
     if variant == "ov-int8":
-        from .ov_quantize import quantize_openvino_int8
+        from crossrank.backends.ov_quantize import quantize_openvino_int8
 
         quantize_openvino_int8(info, ensure_model_file(info, "fp32"), tmp / "model.xml")
         return

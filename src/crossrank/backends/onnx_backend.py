@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, InvalidArgumentError, ModelLoadError
-from ..loading import ModelInfo
-from . import default_threads
-from .export import ensure_model_file, entry_dir
+from crossrank.backends import default_threads
+from crossrank.backends.export import ensure_model_file, entry_dir
+from crossrank.errors import BackendUnavailableError, InvalidArgumentError, ModelLoadError
+from crossrank.model_files import ModelInfo
 
 
 class OnnxBackend:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, InvalidArgumentError, ModelLoadError
-from ..loading import ModelInfo
-from . import default_threads
-from .export import ensure_model_file
+from crossrank.backends import default_threads
+from crossrank.backends.export import ensure_model_file
+from crossrank.errors import BackendUnavailableError, InvalidArgumentError, ModelLoadError
+from crossrank.model_files import ModelInfo
 
 
 @functools.lru_cache(maxsize=1)

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, ExportError
-from ..loading import ModelInfo, effective_max_length
+from crossrank.errors import BackendUnavailableError, ExportError
+from crossrank.model_files import ModelInfo, effective_max_length
 
 CALIBRATION_PAIRS = 96
 _BATCH = 4
@@ -28,7 +28,7 @@ _BATCH = 4
 
 def calibration_batches(info: ModelInfo) -> list[dict[str, np.ndarray]]:
     """Padded (query, passage) batches from the bundled demo data, at the model's own max length."""
-    from ..encoding import PairEncoder, load_tokenizer
+    from crossrank.scoring.pairs import PairEncoder, load_tokenizer
 
     data = resources.files("crossrank") / "data"
     queries: list[str] = json.loads((data / "demo_queries.json").read_text())

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, ModelLoadError
-from ..loading import ModelInfo
+from crossrank.errors import BackendUnavailableError, ModelLoadError
+from crossrank.model_files import ModelInfo
 
 
 def cuda_available() -> bool:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from crossrank import Candidate, InvalidDocumentTypeError, InvalidQueryError, RankedResults, Reranker
-from crossrank.copying import copy_metadata
 from crossrank.inputs import check_output_options
-from crossrank.loading import DEFAULT_MODEL
+from crossrank.integrations.copying import copy_metadata
+from crossrank.model_files import DEFAULT_MODEL
 
 try:
     from llama_index.core.bridge.pydantic import Field, PrivateAttr

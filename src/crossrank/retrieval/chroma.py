@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .errors import CollectionNotFoundError, InvalidArgumentError, VectorStoreError, missing_extra
+from crossrank.errors import CollectionNotFoundError, InvalidArgumentError, VectorStoreError, missing_extra
 
 DEFAULT_COLLECTION = "crossrank"
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelNotFoundError, missing_extra
+from crossrank.errors import ModelNotFoundError, missing_extra
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidArgumentError, ModelLoadError, ModelNotFoundError, UnsupportedModelError
+from crossrank.errors import InvalidArgumentError, ModelLoadError, ModelNotFoundError, UnsupportedModelError
 
 DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
 

@@ -15,13 +15,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .chroma import DEFAULT_COLLECTION, get_collection, open_client
-from .embeddings import embedding_function, resolve_embedder
-from .errors import InvalidArgumentError, VectorStoreError
-from .indexing import Chunk, discover, iter_chunks
-from .inputs import check_positive_int, check_query, check_top_n
-from .reranker import Reranker
-from .types import Candidate, RankedResults
+from crossrank.errors import InvalidArgumentError, VectorStoreError
+from crossrank.inputs import check_positive_int, check_query, check_top_n
+from crossrank.reranker import Reranker
+from crossrank.results import Candidate, RankedResults
+from crossrank.retrieval.chroma import DEFAULT_COLLECTION, get_collection, open_client
+from crossrank.retrieval.embeddings import embedding_function, resolve_embedder
+from crossrank.retrieval.indexing import Chunk, discover, iter_chunks
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ class Pipeline:
         """BM25 over the collection's documents, rebuilt when the collection's size changes."""
         n = self.count()
         if self._bm25 is None or self._bm25[0] != n:
-            from .bm25 import BM25Index
+            from crossrank.retrieval.bm25 import BM25Index
 
             got = self._call(self.collection.get, include=["documents", "metadatas"])
             docs = {i: (d or "", dict(m or {})) for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])}
@@ -206,7 +206,7 @@ class Pipeline:
         ]
         if not self.hybrid or where is not None or where_document is not None:
             return dense  # filters apply to the dense stage only
-        from .scales import rrf_merge
+        from crossrank.scales import rrf_merge
 
         bm25, store = self._bm25_index()
         lexical = [d for d, _ in bm25.search(query, k)]

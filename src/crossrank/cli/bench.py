@@ -51,7 +51,7 @@ def _scorer(method: str, model: str) -> Callable[[str, list[str]], list[float]]:
 
         ce = CrossEncoder(model, device="cpu")
         return lambda q, docs: [float(x) for x in ce.predict([(q, d) for d in docs], batch_size=32)]
-    from .reranker import Reranker
+    from crossrank.reranker import Reranker
 
     kwargs: dict[str, Any] = {
         "torch": {"backend": "torch"},
@@ -101,7 +101,7 @@ _PROBE = """
 import json, sys, time
 t0 = time.perf_counter()
 method, model, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-from crossrank.bench import _scorer, _passages
+from crossrank.cli.bench import _scorer, _passages
 from pathlib import Path
 fn = _scorer(method, model)
 fn("warm up query", ["a first result"])
@@ -127,8 +127,8 @@ def cold_and_memory(model: str, corpus: Path, methods: tuple[str, ...]) -> dict[
 
 def fidelity(model: str, dataset: Path, methods: tuple[str, ...], queries: int) -> dict[str, dict[str, float]]:
     """Top-10 overlap with (a) and nDCG@10 on BM25 top-100 candidates of the first SciFact test queries."""
-    from .bm25 import BM25Index
-    from .evaluation import evaluate, load_beir
+    from crossrank.retrieval.beir import evaluate, load_beir
+    from crossrank.retrieval.bm25 import BM25Index
 
     ds = load_beir(dataset)
     ids = list(ds.corpus)

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from .evaluation import BeirDataset, evaluate, load_beir
-from .indexing import Chunk
-from .reranker import Reranker
-from .scales import rrf_merge
-from .types import Candidate
+from crossrank.reranker import Reranker
+from crossrank.results import Candidate
+from crossrank.retrieval.beir import BeirDataset, evaluate, load_beir
+from crossrank.retrieval.indexing import Chunk
+from crossrank.scales import rrf_merge
 
 FirstStage = list[tuple[str, float]]  # (doc id, first-stage score or distance), best first
 
@@ -38,8 +38,8 @@ def dense_stage(
 ) -> Any:
     from tqdm.auto import tqdm
 
-    from .embeddings import resolve_embedder
-    from .pipeline import Pipeline
+    from crossrank.retrieval.embeddings import resolve_embedder
+    from crossrank.retrieval.pipeline import Pipeline
 
     spec = resolve_embedder(embedder)
     pipe = Pipeline(collection or _collection_name(ds, spec), db=db, chroma_url=chroma_url, embedder=spec, create=True)
@@ -82,7 +82,7 @@ def run_eval(
             ds, embedder=embedder, db=db, chroma_url=chroma_url, collection=collection, progress=progress
         )
     if first_stage in ("bm25", "hybrid"):
-        from .bm25 import BM25Index
+        from crossrank.retrieval.bm25 import BM25Index
 
         ids = list(ds.corpus)
         bm25 = BM25Index(ids, [ds.doc_text(d) for d in ids])

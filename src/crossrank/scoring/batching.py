@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .encoding import PairEncoder
-    from .engine import Engine, ForwardStats
+    from crossrank.scoring.engine import Engine, ForwardStats
+    from crossrank.scoring.pairs import PairEncoder
 
 
 @dataclass
@@ -92,7 +92,7 @@ class MicroBatcher:
         return reqs, False
 
     def _loop(self) -> None:
-        from .engine import ForwardStats
+        from crossrank.scoring.engine import ForwardStats
 
         while True:
             first = self._queue.get()

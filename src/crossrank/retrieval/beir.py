@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DatasetError
+from crossrank.errors import DatasetError
 
 Qrels = dict[str, dict[str, int]]
 

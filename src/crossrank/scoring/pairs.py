@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from .errors import ModelLoadError
+from crossrank.errors import ModelLoadError
 
 
 def load_tokenizer(path: Path) -> Tokenizer:

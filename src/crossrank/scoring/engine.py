@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from .backends import Backend, is_out_of_memory
-from .encoding import PairEncoder, load_tokenizer
-from .errors import CrossrankError, InvalidArgumentError
-from .loading import ModelInfo
+from crossrank.backends import Backend, is_out_of_memory
+from crossrank.errors import CrossrankError, InvalidArgumentError
+from crossrank.model_files import ModelInfo
+from crossrank.scoring.pairs import PairEncoder, load_tokenizer
 
 if TYPE_CHECKING:
-    from .batching import MicroBatcher
+    from crossrank.scoring.batching import MicroBatcher
 
 log = logging.getLogger("crossrank")
 
@@ -114,7 +114,7 @@ class Engine:
         return out
 
     def batcher(self) -> MicroBatcher:
-        from .batching import MicroBatcher
+        from crossrank.scoring.batching import MicroBatcher
 
         with self._meta_lock:
             if self._batcher is None:
@@ -136,11 +136,11 @@ def resolve_backend(backend: str, device: str | None) -> str:
     if device is not None and not device.startswith("cpu"):
         return "torch"
     if device is None:
-        from .backends.torch_backend import cuda_available
+        from crossrank.backends.torch_backend import cuda_available
 
         if cuda_available():
             return "torch"
-    from .backends.openvino_backend import openvino_installed, openvino_variant
+    from crossrank.backends.openvino_backend import openvino_installed, openvino_variant
 
     # One decision, made where the precision is chosen: OpenVINO pays off only with int8 or bf16 units.
     if openvino_installed() and openvino_variant("auto") != "fp32":
@@ -171,15 +171,15 @@ def get_engine(
             return engine
         be: Backend
         if kind == "torch":
-            from .backends.torch_backend import TorchBackend
+            from crossrank.backends.torch_backend import TorchBackend
 
             be = TorchBackend(info, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         elif kind == "openvino":
-            from .backends.openvino_backend import OpenVinoBackend
+            from crossrank.backends.openvino_backend import OpenVinoBackend
 
             be = OpenVinoBackend(info, quantize=quantize, num_threads=num_threads)
         else:
-            from .backends.onnx_backend import OnnxBackend
+            from crossrank.backends.onnx_backend import OnnxBackend
 
             be = OnnxBackend(info, quantize=quantize, num_threads=num_threads)
         engine = _REGISTRY[key] = Engine(info, be)

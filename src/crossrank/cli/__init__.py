@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import CrossrankError
+from crossrank.errors import CrossrankError
 
 DEMO_COLLECTION = "crossrank-demo"
 
@@ -73,7 +73,7 @@ def _reranker_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _model(args: argparse.Namespace) -> str:
-    from .loading import DEFAULT_MODEL
+    from crossrank.model_files import DEFAULT_MODEL
 
     return args.model or os.environ.get("CROSSRANK_MODEL") or DEFAULT_MODEL
 
@@ -81,7 +81,7 @@ def _model(args: argparse.Namespace) -> str:
 def _pipeline(
     args: argparse.Namespace, *, create: bool, collection: str | None = None, hybrid: bool = False, **extra: Any
 ) -> Any:
-    from .pipeline import Pipeline
+    from crossrank.retrieval.pipeline import Pipeline
 
     kwargs = _reranker_kwargs(args) if hasattr(args, "backend") else {}
     kwargs.update(extra)
@@ -99,7 +99,7 @@ def _pipeline(
 
 # ---------------------------------------------------------------------------------------- index
 def cmd_index(args: argparse.Namespace) -> int:
-    from .pipeline import Pipeline
+    from crossrank.retrieval.pipeline import Pipeline
 
     pipe = Pipeline(
         args.collection or "crossrank", db=args.db, chroma_url=args.chroma_url, embedder=args.embedder, create=True
@@ -225,7 +225,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _embedder_label(spec: str) -> str:
-    from .embeddings import offline_minilm_path
+    from crossrank.retrieval.embeddings import offline_minilm_path
 
     local = offline_minilm_path()
     return "all-MiniLM-L6-v2 (bundled copy)" if local is not None and spec == str(local) else spec
@@ -237,7 +237,7 @@ def _topics(corpus: Path) -> list[str]:
 
 # ---------------------------------------------------------------------------------------- eval
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluation_run import run_eval
+    from crossrank.cli.eval import run_eval
 
     report = run_eval(
         args.dataset,
@@ -257,7 +257,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        from .evaluation_run import format_report
+        from crossrank.cli.eval import format_report
 
         print(format_report(report))
     return 0
@@ -265,12 +265,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------- bench
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import METHODS, run
+    from crossrank.cli.bench import METHODS, run
 
     methods = tuple(args.methods.split(",")) if args.methods else METHODS
     unknown = set(methods) - set(METHODS)
     if unknown:
-        from .errors import InvalidArgumentError
+        from crossrank.errors import InvalidArgumentError
 
         raise InvalidArgumentError(f"unknown --methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
     res = run(
@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from . import __version__
+    from crossrank import __version__
 
     return __version__
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import missing_extra
+from crossrank.errors import missing_extra
 
 
 class BM25Index:

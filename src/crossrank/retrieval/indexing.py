@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import DatasetError
+from crossrank.errors import DatasetError
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
 JSONL_SUFFIXES = {".jsonl"}
