@@ -19,6 +19,12 @@ from crossrank.errors import InvalidArgumentError, ModelLoadError, ModelNotFound
 
 DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
 
+
+def default_model() -> str:
+    """The cross-encoder used when none is named: ``$CROSSRANK_MODEL``, else :data:`DEFAULT_MODEL`."""
+    return os.environ.get("CROSSRANK_MODEL") or DEFAULT_MODEL
+
+
 # Files a cross-encoder needs; weights are chosen separately so we never fetch two formats.
 _META_PATTERNS = ["*.json", "*.txt", "*.model", "sentencepiece*"]
 _POSITIVE_LABELS = ("relevant", "positive", "entailment", "true", "yes", "label_1", "1")

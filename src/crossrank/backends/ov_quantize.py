@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +26,11 @@ _BATCH = 4
 
 def calibration_batches(info: ModelInfo) -> list[dict[str, np.ndarray]]:
     """Padded (query, passage) batches from the bundled demo data, at the model's own max length."""
+    from crossrank import demo_data
     from crossrank.scoring.pairs import PairEncoder, load_tokenizer
 
-    data = resources.files("crossrank") / "data"
-    queries: list[str] = json.loads((data / "demo_queries.json").read_text())
-    passages = [json.loads(line)["text"] for line in (data / "demo_corpus.jsonl").read_text().splitlines() if line]
+    queries = demo_data.queries()
+    passages = demo_data.passages()
     enc = PairEncoder(load_tokenizer(info.path), effective_max_length(info, None))
     pairs = [(queries[i % len(queries)], passages[(i * 7) % len(passages)]) for i in range(CALIBRATION_PAIRS)]
     # Longer inputs too: two passages joined, so activation ranges cover full-length sequences.
