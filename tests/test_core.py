@@ -84,7 +84,7 @@ def test_empty_candidates_do_not_load_model(tiny_model: Path) -> None:
     rr = Reranker(tiny_model, backend="torch")
     assert len(rr.rerank("q", [])) == 0
     assert rr.score("q", []) == []
-    assert rr._engine is None and loaded_engines() == 0
+    assert not rr.local.loaded and loaded_engines() == 0
 
 
 def test_inputs_never_mutated(tiny: Reranker) -> None:
@@ -223,7 +223,7 @@ def test_windows_cover_whole_document_and_max_aggregates(tiny: Reranker) -> None
     res = tiny.rerank("heart risk", [doc, "short"], long_documents="windows")
     long = next(r for r in res if r.index == 0)
     assert long.windows == pairs.windows[0] and not long.truncated
-    per_window = tiny.engine.score_pairs(enc, pairs.ids, pairs.types, batch_size=8)
+    per_window = tiny.engine.score_tokens(pairs.ids, pairs.types, batch_size=8)
     assert long.raw_score == pytest.approx(float(per_window.max()), abs=1e-5)
 
 

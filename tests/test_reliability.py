@@ -49,7 +49,7 @@ async def test_concurrent_async_is_microbatched_and_identical(tiny_model: Path) 
     rr = Reranker(tiny_model, backend="torch", max_wait_ms=5)
     jobs = [(f"query {i} {WORDS[i % len(WORDS)]}", make_docs(100 + i)) for i in range(64)]
     serial = [rr.rerank(q, d) for q, d in jobs]
-    batcher = rr.engine.batcher()
+    batcher = rr.engine.batcher(max_wait_ms=rr.local.max_wait_ms, max_pairs=rr.local.max_batch_pairs)
     before = batcher.batches
 
     gaps: list[float] = []

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 from crossrank import Reranker
-from crossrank.model_files import DEFAULT_MODEL
 
 try:
     from langchain_core.cross_encoders import BaseCrossEncoder
@@ -21,10 +20,14 @@ except ImportError:  # older langchain-core: the interface lived in langchain-co
 
 
 class CrossRankCrossEncoder(BaseCrossEncoder):
-    """Scores (query, document) pairs with crossrank; pairs may mix queries, results keep input order."""
+    """Scores (query, document) pairs with crossrank; pairs may mix queries, results keep input order.
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, reranker: Reranker | None = None, **kwargs: Any) -> None:
+    ``model`` defaults to ``$CROSSRANK_MODEL`` or ms-marco-MiniLM-L6-v2; ``reranker=`` shares a loaded one.
+    """
+
+    def __init__(self, model: str | None = None, *, reranker: Reranker | None = None, **kwargs: Any) -> None:
         self.reranker = reranker or Reranker(model, **kwargs)
 
     def score(self, text_pairs: list[tuple[str, str]]) -> list[float]:
+        """Raw scores (or the reranker's ``normalize`` scale) for each (query, document) pair."""
         return self.reranker.score_pairs(text_pairs)

@@ -1,7 +1,9 @@
 """crossrank: cross-encoder reranking between retrieval and the LLM.
 
-The core is :class:`Reranker`; the Chroma two-stage pipeline, evaluation and CLI build on it, and
-the LangChain / LlamaIndex adapters are thin wrappers around it.
+The core is :class:`Reranker` (options, validation and one ranking step) over a :class:`Scorer`
+(:class:`LocalScorer` runs a Hugging Face reranker in-process). The Chroma two-stage pipeline
+(``crossrank.retrieval``), the CLI (``crossrank.cli``) and the LangChain / LlamaIndex adapters
+(through ``crossrank.integrations``) build on it.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from crossrank.errors import (
     UnsupportedModelError,
     VectorStoreError,
 )
-from crossrank.model_files import DEFAULT_MODEL
+from crossrank.model_files import DEFAULT_MODEL, default_model
 from crossrank.reranker import Reranker
 from crossrank.results import Candidate, Filtered, Ranked, RankedResults, RerankStats
+from crossrank.scoring import LocalScorer, Scored, Scorer, ScorerInfo, ScoreSettings
 from crossrank.scoring.engine import clear_engines
 
 __version__ = "0.1.0"
@@ -43,14 +46,20 @@ __all__ = [
     "InvalidDocumentTypeError",
     "InvalidQueryError",
     "InvalidQueryTypeError",
+    "LocalScorer",
     "ModelLoadError",
     "ModelNotFoundError",
     "Ranked",
     "RankedResults",
     "RerankStats",
     "Reranker",
+    "ScoreSettings",
+    "Scored",
+    "Scorer",
+    "ScorerInfo",
     "UnsupportedModelError",
     "VectorStoreError",
     "__version__",
     "clear_engines",
+    "default_model",
 ]

@@ -45,6 +45,7 @@ class ModelInfo:
     model_type: str
     uses_token_types: bool
     fingerprint: str
+    kind: str = "cross-encoder"  # the model family's kind (scoring/families.py)
 
     @property
     def default_max_length(self) -> int:

@@ -1,15 +1,16 @@
-"""The reranking core shared by the CLI, the Chroma pipeline and both framework adapters."""
+"""The reranking core shared by the CLI, the Chroma pipeline and both framework adapters.
+
+A ``Reranker`` is options + validation + one ranking step over a :class:`~crossrank.scoring.Scorer`.
+One call goes: validate -> candidates -> unique texts -> score cache -> scorer (the only step that
+differs between sync and async) -> :func:`crossrank.ranking.rank` -> :class:`RankedResults`.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,13 +28,13 @@ from crossrank.inputs import (
     check_top_n,
     to_candidates,
 )
-from crossrank.model_files import DEFAULT_MODEL, ModelInfo, effective_max_length, inspect_model, resolve_model_dir
-from crossrank.results import Candidate, Filtered, Ranked, RankedResults, RerankStats, clean_float
-from crossrank.scales import aggregate_windows, normalize_scores, ranks_desc, rrf
-from crossrank.scoring.engine import Engine, ForwardStats, get_engine, resolve_backend
-
-# Per-call overrides shared by rerank() and arerank(); None means "use the constructor's value".
-_CALL_OPTIONS = ("top_n", "threshold", "normalize", "dedupe", "fusion", "long_documents")
+from crossrank.model_files import ModelInfo, default_model
+from crossrank.ranking import RankOptions, rank
+from crossrank.results import Candidate, RankedResults, RerankStats
+from crossrank.scales import normalize_scores
+from crossrank.scoring.base import Scored, Scorer, ScoreSettings
+from crossrank.scoring.engine import Engine
+from crossrank.scoring.local import LocalScorer
 
 
 def _normal_text(text: str) -> str:
@@ -41,42 +42,50 @@ def _normal_text(text: str) -> str:
 
 
 @dataclass
-class _Plan:
-    """Everything between validation and the forward pass, so sync and async share one code path."""
+class _Call:
+    """One validated call: its candidates, their unique texts, and what the cache already knew."""
 
     query: str
     candidates: list[Candidate]
+    options: RankOptions
+    settings: ScoreSettings
     slot_of: list[int]  # candidate -> unique-text slot
-    first_of_slot: list[int]  # slot -> first candidate index with that text
+    first_of_slot: list[int]  # slot -> first candidate with that text
+    texts: list[str]  # per slot
     raw: np.ndarray  # per slot; NaN until scored
     windows: list[int]
     truncated: list[bool]
-    miss_slots: list[int]
-    ids: list[list[int]]
-    types: list[list[int]]
-    owner: np.ndarray
-    query_truncated: bool
-    cache_keys: list[tuple[str, str, str]] | None
-    hits: int
-    t0: float
-    tokenize_s: float
-    opts: dict[str, Any]
+    miss_slots: list[int] = field(default_factory=list)
+    cache_keys: list[tuple[str, str, str]] | None = None
+    hits: int = 0
+    t0: float = 0.0
+
+    @property
+    def miss_texts(self) -> list[str]:
+        return [self.texts[s] for s in self.miss_slots]
 
 
 class Reranker:
-    """Score and rerank candidates for a query with any Hugging Face cross-encoder.
+    """Score and rerank candidates for a query with any Hugging Face reranker (or any scorer).
 
     >>> rr = Reranker("../shared/models/crossrank-minilm-l6-scifact")    # or a Hub id
     >>> rr.rerank("does aspirin prevent heart attacks?", docs, top_n=5)   # doctest: +SKIP
 
-    The model directory is checked when the ``Reranker`` is made (a bad path fails here, not on
-    the first query); weights load on first use and are shared with every other ``Reranker`` of
-    the same model in the process. All options are keyword-only and can be overridden per call.
+    ``model`` is a Hub id or a local directory (default: ``$CROSSRANK_MODEL``, else
+    ``cross-encoder/ms-marco-MiniLM-L6-v2``), or a ready :class:`~crossrank.scoring.Scorer`. The
+    model directory is checked when the ``Reranker`` is made (a bad path fails here, not on the
+    first query); weights load on first use and are shared with every other ``Reranker`` of the
+    same model in the process. All options are keyword-only; the ranking options can also be
+    overridden per call.
+
+    Raises:
+        ModelNotFoundError, ModelLoadError, UnsupportedModelError: the model cannot be used.
+        InvalidArgumentError: an option is out of range or unknown.
     """
 
     def __init__(
         self,
-        model: str | os.PathLike[str] = DEFAULT_MODEL,
+        model: str | os.PathLike[str] | Scorer | None = None,
         *,
         backend: str = "auto",
         device: str | None = None,
@@ -100,18 +109,25 @@ class Reranker:
         max_wait_ms: float = 3.0,
         max_batch_pairs: int = 512,
     ) -> None:
-        self.model_name = os.fspath(model)
-        path = resolve_model_dir(model, revision=revision, local_files_only=local_files_only, cache_folder=cache_folder)
-        self.info: ModelInfo = inspect_model(path, name=self.model_name)
-        self.backend = resolve_backend(backend, device)
-        check_choice("quantize", quantize, ("auto", "int8", "bf16", "fp32"))
-        self.device = device
-        self.quantize = quantize
-        self.trust_remote_code = trust_remote_code
-        self.num_threads = num_threads
-        # None: the backend's measured sweet spot (ONNX int8: 8, OpenVINO / torch: 32; see benchmarks/README.md).
-        self._batch_size = check_positive_int("batch_size", batch_size, allow_none=True)
-        self.max_length = effective_max_length(self.info, max_length)
+        if isinstance(model, Scorer):
+            self.scorer: Scorer = model
+        else:
+            self.scorer = LocalScorer(
+                default_model() if model is None else model,
+                backend=backend,
+                device=device,
+                quantize=quantize,
+                batch_size=batch_size,
+                max_length=max_length,
+                local_files_only=local_files_only,
+                trust_remote_code=trust_remote_code,
+                revision=revision,
+                cache_folder=cache_folder,
+                num_threads=num_threads,
+                max_wait_ms=max_wait_ms,
+                max_batch_pairs=max_batch_pairs,
+            )
+        self.model_name = self.scorer.describe().model
         self.normalize = check_choice("normalize", normalize, NORMALIZE_CHOICES)
         self.long_documents = check_choice("long_documents", long_documents, LONG_DOC_CHOICES)
         if isinstance(window_overlap, bool) or not isinstance(window_overlap, int) or window_overlap < 0:
@@ -122,47 +138,60 @@ class Reranker:
         self.dedupe = bool(dedupe)
         self.fusion = check_choice("fusion", fusion, FUSION_CHOICES)
         self.rrf_k = check_positive_int("rrf_k", rrf_k) or 60
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+            raise InvalidArgumentError(f"cache_size must be an int >= 0 (0 turns the cache off), got {cache_size!r}")
         self.cache: ScoreCache | None = ScoreCache(cache_size) if cache_size else None
-        self.max_wait_ms = float(max_wait_ms)
-        self.max_batch_pairs = check_positive_int("max_batch_pairs", max_batch_pairs) or 512
-        self._engine: Engine | None = None
-        self._engine_lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
 
-    # ------------------------------------------------------------------ loading
+    # ------------------------------------------------------------------ the local model, when there is one
+    @property
+    def local(self) -> LocalScorer:
+        """The local model scorer; an error when this Reranker scores through something else."""
+        if not isinstance(self.scorer, LocalScorer):
+            raise InvalidArgumentError(f"this Reranker scores with {type(self.scorer).__name__}, not a local model")
+        return self.scorer
+
+    @property
+    def info(self) -> ModelInfo:
+        """What was read from the local model directory."""
+        return self.local.info
+
     @property
     def engine(self) -> Engine:
-        """The loaded model, shared process-wide; loaded on first use."""
-        if self._engine is None:
-            with self._engine_lock:
-                if self._engine is None:
-                    self._engine = get_engine(
-                        self.info,
-                        backend=self.backend,
-                        device=self.device,
-                        quantize=self.quantize,
-                        trust_remote_code=self.trust_remote_code,
-                        num_threads=self.num_threads,
-                    )
-        return self._engine
+        """The loaded local model, shared process-wide; loaded on first use."""
+        return self.local.engine
 
-    def warmup(self) -> Reranker:
-        """Load the model now (and run one pair) instead of on the first query."""
-        self.score("warm up", ["warm up"])
-        return self
+    @property
+    def max_length(self) -> int | None:
+        """Tokens per (query, document) input; None where the scorer has no such limit."""
+        return self.scorer.describe().max_length
 
     @property
     def batch_size(self) -> int:
-        if self._batch_size is not None:
-            return self._batch_size
-        return int(getattr(self.engine.backend, "preferred_batch_size", 32))
+        """Pairs per forward pass of the local model."""
+        return self.local.batch_size
+
+    @property
+    def backend(self) -> str:
+        """The backend asked for, resolved from ``auto`` (see :attr:`backend_name` for what runs)."""
+        return self.local.backend if isinstance(self.scorer, LocalScorer) else self.scorer.describe().backend
 
     @property
     def backend_name(self) -> str:
-        return self._engine.backend.name if self._engine is not None else self.backend
+        """What scores: e.g. ``openvino-int8`` once loaded."""
+        return self.scorer.describe().backend
+
+    def warmup(self) -> Reranker:
+        """Load the model now (and score one pair) instead of on the first query."""
+        self.score("warm up", ["warm up"])
+        return self
 
     def cache_info(self) -> CacheInfo | None:
+        """Hits, misses and size of the score cache (None when ``cache_size=0``)."""
         return self.cache.info() if self.cache is not None else None
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text (no special tokens): tells which documents will not fit ``max_length``."""
+        return self.local.count_tokens(texts)
 
     def __repr__(self) -> str:
         return (
@@ -173,14 +202,16 @@ class Reranker:
     # ------------------------------------------------------------------ public API
     def score(self, query: str, documents: Iterable[object], *, normalize: str | None = None) -> list[float]:
         """Scores in input order, as Python floats, on the ``normalize`` scale."""
-        plan = self._prepare(query, documents, {"normalize": normalize})
-        self._run(plan)
-        return self._scores(plan)
+        call = self._begin(query, documents, normalize=normalize)
+        self._fill(call, self.scorer.score(call.query, call.miss_texts, call.settings) if call.miss_slots else None)
+        return self._scores(call)
 
     async def ascore(self, query: str, documents: Iterable[object], *, normalize: str | None = None) -> list[float]:
-        plan = await self._aprepare(query, documents, {"normalize": normalize})
-        await self._arun(plan)
-        return self._scores(plan)
+        """Async :meth:`score`: never blocks the event loop; concurrent calls share forward passes."""
+        call = self._begin(query, documents, normalize=normalize)
+        scored = await self.scorer.ascore(call.query, call.miss_texts, call.settings) if call.miss_slots else None
+        self._fill(call, scored)
+        return self._scores(call)
 
     def rerank(
         self,
@@ -199,11 +230,23 @@ class Reranker:
         ``threshold`` drops results below it on the chosen scale, then ``top_n`` keeps the best n;
         both are reported in ``RankedResults.filtered`` so nothing disappears unexplained. Ties
         keep input order. The caller's objects are never modified.
+
+        Raises:
+            InvalidQueryError / InvalidDocumentError (and their ``TypeError`` variants): bad input.
+            InvalidArgumentError: a bad option.
         """
-        opts = {k: v for k, v in locals().items() if k in _CALL_OPTIONS}
-        plan = self._prepare(query, candidates, opts)
-        self._run(plan)
-        return self._finish(plan)
+        call = self._begin(
+            query,
+            candidates,
+            top_n=top_n,
+            threshold=threshold,
+            normalize=normalize,
+            dedupe=dedupe,
+            fusion=fusion,
+            long_documents=long_documents,
+        )
+        scored = self.scorer.score(call.query, call.miss_texts, call.settings) if call.miss_slots else None
+        return self._finish(call, scored)
 
     async def arerank(
         self,
@@ -218,10 +261,18 @@ class Reranker:
         long_documents: str | None = None,
     ) -> RankedResults:
         """Async :meth:`rerank`: never blocks the event loop; concurrent calls share forward passes."""
-        opts = {k: v for k, v in locals().items() if k in _CALL_OPTIONS}
-        plan = await self._aprepare(query, candidates, opts)
-        await self._arun(plan)
-        return self._finish(plan)
+        call = self._begin(
+            query,
+            candidates,
+            top_n=top_n,
+            threshold=threshold,
+            normalize=normalize,
+            dedupe=dedupe,
+            fusion=fusion,
+            long_documents=long_documents,
+        )
+        scored = await self.scorer.ascore(call.query, call.miss_texts, call.settings) if call.miss_slots else None
+        return self._finish(call, scored)
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """Scores for (query, document) pairs that may mix queries, in input order (one pass per query)."""
@@ -236,35 +287,37 @@ class Reranker:
                 out[i] = s
         return out
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens per text (no special tokens): tells which documents will not fit ``max_length``."""
-        return self.engine.encoder(self.max_length).count_tokens(texts)
-
     # ------------------------------------------------------------------ internals
-    def _options(self, opts: dict[str, Any]) -> dict[str, Any]:
-        def pick(name: str, default: Any) -> Any:
-            v = opts.get(name)
-            return default if v is None else v
-
-        return {
-            "top_n": check_top_n(opts.get("top_n")),
-            "threshold": check_threshold(opts.get("threshold")),
-            "normalize": check_choice("normalize", pick("normalize", self.normalize), NORMALIZE_CHOICES),
-            "dedupe": bool(pick("dedupe", self.dedupe)),
-            "fusion": check_choice("fusion", pick("fusion", self.fusion), FUSION_CHOICES),
-            "long_documents": check_choice(
-                "long_documents", pick("long_documents", self.long_documents), LONG_DOC_CHOICES
-            ),
-        }
-
-    def _setup_key(self, engine: Engine, long_documents: str) -> str:
-        wins = f"w{self.window_overlap}x{self.max_windows}:{self.aggregate}" if long_documents == "windows" else "t"
-        return f"{engine.identity}:{self.max_length}:{wins}"
-
-    def _prepare(self, query: object, documents: Iterable[object], raw_opts: dict[str, Any]) -> _Plan:
+    def _begin(
+        self,
+        query: object,
+        documents: Iterable[object],
+        *,
+        top_n: int | None = None,
+        threshold: float | None = None,
+        normalize: str | None = None,
+        dedupe: bool | None = None,
+        fusion: str | None = None,
+        long_documents: str | None = None,
+    ) -> _Call:
+        """Validate everything (before any model is touched), group equal texts, consult the cache."""
         t0 = time.perf_counter()
         q = check_query(query)
-        opts = self._options(raw_opts)
+        options = RankOptions(
+            top_n=check_top_n(top_n),
+            threshold=check_threshold(threshold),
+            normalize=check_choice("normalize", self.normalize if normalize is None else normalize, NORMALIZE_CHOICES),
+            dedupe=self.dedupe if dedupe is None else bool(dedupe),
+            fusion=check_choice("fusion", self.fusion if fusion is None else fusion, FUSION_CHOICES),
+            rrf_k=self.rrf_k,
+        )
+        mode = self.long_documents if long_documents is None else long_documents
+        settings = ScoreSettings(
+            long_documents=check_choice("long_documents", mode, LONG_DOC_CHOICES),
+            window_overlap=self.window_overlap,
+            max_windows=self.max_windows,
+            aggregate=self.aggregate,
+        )
         cands = to_candidates(documents)
         slot_of: list[int] = []
         first_of_slot: list[int] = []
@@ -279,182 +332,81 @@ class Reranker:
                 first_of_slot.append(i)
             slot_of.append(slot)
         n = len(texts)
-        plan = _Plan(
+        call = _Call(
             query=q,
             candidates=cands,
+            options=options,
+            settings=settings,
             slot_of=slot_of,
             first_of_slot=first_of_slot,
+            texts=texts,
             raw=np.full(n, np.nan, dtype=np.float64),
             windows=[0] * n,
             truncated=[False] * n,
-            miss_slots=[],
-            ids=[],
-            types=[],
-            owner=np.empty(0, dtype=np.int64),
-            query_truncated=False,
-            cache_keys=None,
-            hits=0,
             t0=t0,
-            tokenize_s=0.0,
-            opts=opts,
         )
-        if n == 0:
-            return plan  # nothing to score: do not load the model
-        engine = self.engine
-        windows = opts["long_documents"] == "windows"
-        if self.cache is not None:
-            setup = self._setup_key(engine, opts["long_documents"])
-            plan.cache_keys = [ScoreCache.key(setup, q, t) for t in texts]
-            for slot, ckey in enumerate(plan.cache_keys):
-                hit = self.cache.get(ckey)
-                if hit is None:
-                    plan.miss_slots.append(slot)
-                else:
-                    plan.raw[slot], plan.windows[slot], plan.truncated[slot] = hit
-                    plan.hits += 1
-        else:
-            plan.miss_slots = list(range(n))
-        t1 = time.perf_counter()
-        if plan.miss_slots:
-            enc = engine.encoder(self.max_length).encode(
-                q,
-                [texts[s] for s in plan.miss_slots],
-                windows=windows,
-                window_overlap=self.window_overlap,
-                max_windows=self.max_windows,
-            )
-            plan.ids, plan.types, plan.owner = enc.ids, enc.types, np.asarray(enc.owner, dtype=np.int64)
-            plan.query_truncated = enc.query_truncated
-            for j, slot in enumerate(plan.miss_slots):
-                plan.windows[slot] = enc.windows[j]
-                plan.truncated[slot] = enc.truncated[j]
-        plan.tokenize_s = time.perf_counter() - t1
-        return plan
+        if self.cache is None:
+            call.miss_slots = list(range(n))
+            return call
+        setup = f"{self.scorer.identity}:{settings.key()}"
+        call.cache_keys = [ScoreCache.key(setup, q, t) for t in texts]
+        for slot, ckey in enumerate(call.cache_keys):
+            hit = self.cache.get(ckey)
+            if hit is None:
+                call.miss_slots.append(slot)
+            else:
+                call.raw[slot], call.windows[slot], call.truncated[slot] = hit
+                call.hits += 1
+        return call
 
-    async def _aprepare(self, query: object, documents: Iterable[object], opts: dict[str, Any]) -> _Plan:
-        # Validation is cheap and raises in the caller's task; tokenizing (and a first model load) is not.
-        check_query(query)
-        self._options(opts)
-        docs = list(documents) if not isinstance(documents, (str, bytes)) and documents is not None else documents
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool(), self._prepare, query, docs, opts)
+    def _fill(self, call: _Call, scored: Scored | None) -> Scored:
+        """Put the scorer's results into their slots (and the cache)."""
+        if scored is None:
+            return Scored.empty()
+        for j, slot in enumerate(call.miss_slots):
+            call.raw[slot] = scored.raw[j]
+            call.windows[slot] = scored.windows[j]
+            call.truncated[slot] = scored.truncated[j]
+            if call.cache_keys is not None and self.cache is not None:
+                self.cache.put(call.cache_keys[slot], (float(scored.raw[j]), scored.windows[j], scored.truncated[j]))
+        return scored
 
-    def _pool(self) -> ThreadPoolExecutor:
-        with self._engine_lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="crossrank-prep")
-            return self._executor
+    def _per_candidate(self, call: _Call) -> np.ndarray:
+        return call.raw[np.asarray(call.slot_of, dtype=np.int64)] if call.slot_of else np.empty(0)
 
-    def _apply(self, plan: _Plan, item_scores: np.ndarray) -> None:
-        if not plan.miss_slots:
-            return
-        per_doc = aggregate_windows(item_scores, plan.owner, len(plan.miss_slots), self.aggregate)
-        for j, slot in enumerate(plan.miss_slots):
-            plan.raw[slot] = per_doc[j]
-            if plan.cache_keys is not None and self.cache is not None:
-                self.cache.put(plan.cache_keys[slot], (float(per_doc[j]), plan.windows[slot], plan.truncated[slot]))
+    def _scores(self, call: _Call) -> list[float]:
+        return [float(x) for x in normalize_scores(self._per_candidate(call), call.options.normalize)]
 
-    def _run(self, plan: _Plan) -> None:
-        stats = ForwardStats()
-        if plan.ids:
-            scores = self.engine.score_pairs(
-                self.engine.encoder(self.max_length), plan.ids, plan.types, batch_size=self.batch_size, stats=stats
-            )
-            self._apply(plan, scores)
-        plan.opts["_forward"] = stats
-
-    async def _arun(self, plan: _Plan) -> None:
-        stats = ForwardStats()
-        if plan.ids:
-            batcher = self.engine.batcher()
-            batcher.configure(max_wait_ms=self.max_wait_ms, max_pairs=self.max_batch_pairs)
-            t = time.perf_counter()
-            fut = batcher.submit(self.engine.encoder(self.max_length), plan.ids, plan.types, batch_size=self.batch_size)
-            scores = await asyncio.wrap_future(fut)
-            stats.pairs, stats.seconds = len(plan.ids), time.perf_counter() - t
-            self._apply(plan, scores)
-        plan.opts["_forward"] = stats
-
-    def _candidate_raw(self, plan: _Plan) -> np.ndarray:
-        return plan.raw[np.asarray(plan.slot_of, dtype=np.int64)] if plan.slot_of else np.empty(0)
-
-    def _scores(self, plan: _Plan) -> list[float]:
-        raw = self._candidate_raw(plan)
-        return [float(x) for x in normalize_scores(raw, plan.opts["normalize"])]
-
-    def _finish(self, plan: _Plan) -> RankedResults:
-        opts = plan.opts
-        cands = plan.candidates
-        raw_all = self._candidate_raw(plan)
-        filtered: list[Filtered] = []
-        keep = list(range(len(cands)))
-        dup_of = [plan.first_of_slot[s] for s in plan.slot_of]
-        if opts["dedupe"]:
-            keep = [i for i in keep if dup_of[i] == i]
-            filtered += [
-                Filtered(index=i, id=cands[i].id, reason="duplicate", duplicate_of=dup_of[i])
-                for i in range(len(cands))
-                if dup_of[i] != i
-            ]
-        raw = raw_all[keep] if keep else np.empty(0)
-        scores = normalize_scores(raw, opts["normalize"])
-        first_rank = np.asarray(keep, dtype=np.int64) + 1  # input order is the first-stage order
-        fused: np.ndarray | None = None
-        if opts["fusion"] == "rrf" and len(keep):
-            fused = rrf(first_rank, ranks_desc(raw), self.rrf_k)
-        sort_key = fused if fused is not None else raw
-        order = np.lexsort((np.arange(len(keep)), -sort_key)) if len(keep) else np.empty(0, dtype=np.int64)
-        threshold, top_n = opts["threshold"], opts["top_n"]
-        results: list[Ranked] = []
-        for pos in order.tolist():
-            i = keep[pos]
-            c = cands[i]
-            score = float(scores[pos])
-            if threshold is not None and score < threshold:
-                filtered.append(Filtered(index=i, id=c.id, reason="threshold", score=score))
-                continue
-            if top_n is not None and len(results) >= top_n:
-                filtered.append(Filtered(index=i, id=c.id, reason="top_n", score=score))
-                continue
-            slot = plan.slot_of[i]
-            results.append(
-                Ranked(
-                    index=i,
-                    rank=len(results) + 1,
-                    score=score,
-                    raw_score=float(raw[pos]),
-                    text=c.text,
-                    id=c.id,
-                    metadata=c.metadata,
-                    first_stage_score=clean_float(c.score),
-                    first_stage_rank=i + 1,
-                    windows=plan.windows[slot],
-                    truncated=plan.truncated[slot],
-                    fused_score=None if fused is None else float(fused[pos]),
-                    duplicate_of=None if dup_of[i] == i else dup_of[i],
-                )
-            )
-        fwd: ForwardStats = opts.get("_forward") or ForwardStats()
-        total = time.perf_counter() - plan.t0
+    def _finish(self, call: _Call, scored: Scored | None) -> RankedResults:
+        s = self._fill(call, scored)
+        dup_of = [call.first_of_slot[slot] for slot in call.slot_of]
+        results, filtered = rank(
+            call.candidates,
+            self._per_candidate(call),
+            duplicate_of=dup_of,
+            windows=[call.windows[slot] for slot in call.slot_of],
+            truncated=[call.truncated[slot] for slot in call.slot_of],
+            options=call.options,
+        )
         stats = RerankStats(
-            candidates=len(cands),
-            pairs_scored=len(plan.ids),
-            cache_hits=plan.hits,
-            cache_misses=len(plan.miss_slots) if plan.cache_keys is not None else 0,
-            duplicates=len(cands) - len(plan.first_of_slot),
-            truncated=sum(plan.truncated[s] for s in plan.slot_of),
-            windows=len(plan.ids),
-            query_truncated=plan.query_truncated,
-            batch_retries=fwd.retries,
-            tokenize_ms=plan.tokenize_s * 1000,
-            model_ms=fwd.seconds * 1000,
-            total_ms=total * 1000,
+            candidates=len(call.candidates),
+            pairs_scored=s.stats.pairs,
+            cache_hits=call.hits,
+            cache_misses=len(call.miss_slots) if call.cache_keys is not None else 0,
+            duplicates=len(call.candidates) - len(call.first_of_slot),
+            truncated=sum(call.truncated[slot] for slot in call.slot_of),
+            windows=s.stats.pairs,
+            query_truncated=s.query_truncated,
+            batch_retries=s.stats.batch_retries,
+            tokenize_ms=s.stats.tokenize_s * 1000,
+            model_ms=s.stats.model_s * 1000,
+            total_ms=(time.perf_counter() - call.t0) * 1000,
         )
         return RankedResults(
-            query=plan.query,
-            results=tuple(results),
-            filtered=tuple(filtered),
-            normalize=opts["normalize"],
+            query=call.query,
+            results=results,
+            filtered=filtered,
+            normalize=call.options.normalize,
             model=self.model_name,
             backend=self.backend_name,
             stats=stats,

@@ -7,11 +7,19 @@ from collections.abc import Mapping
 from typing import Any
 
 
-def copy_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Deep copy when possible (nested lists/dicts), else a shallow copy (locks, clients, handles)."""
+def copy_metadata(metadata: Mapping[str, Any] | None, **extra: Any) -> dict[str, Any]:
+    """A copy of ``metadata`` with ``extra`` keys added.
+
+    Deep when possible (nested lists/dicts), else shallow (values such as locks, clients or open
+    handles cannot be deep-copied).
+    """
+    out: dict[str, Any]
     if not metadata:
-        return {}
-    try:
-        return copy.deepcopy(dict(metadata))
-    except Exception:
-        return dict(metadata)
+        out = {}
+    else:
+        try:
+            out = copy.deepcopy(dict(metadata))
+        except Exception:
+            out = dict(metadata)
+    out.update(extra)
+    return out

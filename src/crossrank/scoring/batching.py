@@ -1,10 +1,14 @@
 """Micro-batching for async callers: pairs from concurrent queries share forward passes.
 
 Async rerankers elsewhere just push each blocking call onto a thread, so 64 concurrent queries
-still mean 64 separate small forward passes competing for two cores. Here a single worker thread
-per loaded model collects requests for up to ``max_wait_ms`` (or until ``max_pairs`` are queued),
+still mean 64 separate small forward passes competing for the cores. Here one worker thread per
+(model, settings) collects requests for up to ``max_wait_ms`` (or until ``max_pairs`` are queued),
 scores them together in length-sorted batches, and resolves each caller's future with its slice.
 Cancelled requests are skipped before any work is spent on them.
+
+The batcher knows nothing about models: it is given the function that scores token inputs when
+it is made, together with its settings, so two Rerankers with different settings never share
+(or overwrite) one batcher's configuration.
 """
 
 from __future__ import annotations
@@ -12,20 +16,18 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from crossrank.scoring.engine import Engine, ForwardStats
-    from crossrank.scoring.pairs import PairEncoder
+# (ids, types, batch_size) -> raw score per input row
+ScoreTokens = Callable[[list[list[int]], list[list[int]], int], np.ndarray]
 
 
 @dataclass
 class _Request:
-    encoder: PairEncoder
     ids: list[list[int]]
     types: list[list[int]]
     batch_size: int
@@ -33,28 +35,21 @@ class _Request:
 
 
 class MicroBatcher:
-    """One worker thread per engine; ``submit`` is safe from any thread or event loop."""
+    """One worker thread; ``submit`` is safe from any thread or event loop."""
 
-    def __init__(self, engine: Engine, *, max_wait_ms: float = 3.0, max_pairs: int = 512) -> None:
-        self.engine = engine
-        self.max_wait_ms = max_wait_ms
-        self.max_pairs = max_pairs
+    def __init__(self, score_tokens: ScoreTokens, *, max_wait_ms: float = 3.0, max_pairs: int = 512) -> None:
+        self._score_tokens = score_tokens
+        self.max_wait_ms = float(max_wait_ms)
+        self.max_pairs = int(max_pairs)
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.batches = 0  # forward groups run, for observability and tests
         self.requests = 0
 
-    def configure(self, *, max_wait_ms: float | None = None, max_pairs: int | None = None) -> None:
-        if max_wait_ms is not None:
-            self.max_wait_ms = max_wait_ms
-        if max_pairs is not None:
-            self.max_pairs = max_pairs
-
-    def submit(
-        self, encoder: PairEncoder, ids: list[list[int]], types: list[list[int]], *, batch_size: int
-    ) -> Future[np.ndarray]:
-        req = _Request(encoder, ids, types, batch_size)
+    def submit(self, ids: list[list[int]], types: list[list[int]], *, batch_size: int) -> Future[np.ndarray]:
+        """Queue token inputs for scoring; the future resolves to their raw scores, in order."""
+        req = _Request(ids, types, batch_size)
         if not ids:
             req.future.set_result(np.empty(0, dtype=np.float32))
             return req.future
@@ -62,7 +57,13 @@ class MicroBatcher:
         self._queue.put(req)
         return req.future
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting for the worker (an approximate queue depth, for metrics)."""
+        return self._queue.qsize()
+
     def close(self) -> None:
+        """Stop the worker after the requests already queued."""
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout=5)
@@ -92,8 +93,6 @@ class MicroBatcher:
         return reqs, False
 
     def _loop(self) -> None:
-        from crossrank.scoring.engine import ForwardStats
-
         while True:
             first = self._queue.get()
             if first is None:
@@ -101,19 +100,17 @@ class MicroBatcher:
             reqs, closing = self._gather(first)
             live = [r for r in reqs if r.future.set_running_or_notify_cancel()]
             if live:
-                self._run(live, ForwardStats())
+                self._run(live)
             if closing:
                 return
 
-    def _run(self, live: list[_Request], stats: ForwardStats) -> None:
+    def _run(self, live: list[_Request]) -> None:
         ids = [x for r in live for x in r.ids]
         types = [x for r in live for x in r.types]
         self.batches += 1
         self.requests += len(live)
         try:
-            raw = self.engine.score_pairs(
-                live[0].encoder, ids, types, batch_size=max(r.batch_size for r in live), stats=stats
-            )
+            raw = self._score_tokens(ids, types, max(r.batch_size for r in live))
         except BaseException as exc:
             for r in live:
                 r.future.set_exception(exc)

@@ -1,98 +1,85 @@
-"""A loaded model (tokenizer + backend + head) and the process-wide registry that shares it.
+"""A loaded model (tokenizer + backend + family head) and the process-wide registry that shares it.
 
-Loading is the expensive part of a reranker, so one ``Engine`` per (model, backend, device) serves
-every ``Reranker``, adapter and thread in the process. The engine holds no per-call state: forward
-passes are serialised by a lock (each one already uses every core), and the micro-batcher merges
-pairs from concurrent async callers into shared forward passes.
+Loading is the expensive part of a reranker, so one ``Engine`` per (model, backend, device, ...)
+serves every ``Reranker``, adapter and thread in the process. The engine holds no per-call state:
+forward passes are serialised by a lock (each one already uses every core), and micro-batchers —
+one per batching setting — merge pairs from concurrent async callers into shared forward passes.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from crossrank.backends import Backend, is_out_of_memory
+from crossrank.backends.table import BACKEND_CHOICES, BACKENDS, QUANTIZE_CHOICES
 from crossrank.errors import CrossrankError, InvalidArgumentError
 from crossrank.model_files import ModelInfo
-from crossrank.scoring.pairs import PairEncoder, load_tokenizer
-
-if TYPE_CHECKING:
-    from crossrank.scoring.batching import MicroBatcher
+from crossrank.scoring.base import ScoreStats
+from crossrank.scoring.batching import MicroBatcher
+from crossrank.scoring.families import Encoder, ModelFamily, family_for
+from crossrank.scoring.pairs import load_tokenizer, pad_batch, pad_token_id
 
 log = logging.getLogger("crossrank")
 
-BackendName = Literal["auto", "torch", "onnx"]
-Quantize = Literal["auto", "int8", "fp32"]
-
-
-@dataclass
-class ForwardStats:
-    pairs: int = 0
-    retries: int = 0
-    seconds: float = 0.0
-
 
 class Engine:
-    """One loaded cross-encoder: turns token pairs into raw relevance scores."""
+    """One loaded model: turns token inputs into raw relevance scores."""
 
     def __init__(self, info: ModelInfo, backend: Backend) -> None:
         self.info = info
         self.backend = backend
+        self.family: ModelFamily = family_for(info)
         self.tokenizer = load_tokenizer(info.path)
-        self._encoders: dict[int, PairEncoder] = {}
+        self.pad_id = pad_token_id(self.tokenizer)
+        self._encoders: dict[int, Encoder] = {}
+        self._batchers: dict[tuple[float, int], MicroBatcher] = {}
         self._lock = threading.Lock()  # serialises forward passes
         self._meta_lock = threading.Lock()
-        self._batcher: MicroBatcher | None = None
 
     @property
     def identity(self) -> str:
         """Stable name for caches: the model's content hash plus the backend that scores it."""
         return f"{self.info.fingerprint}:{self.backend.name}"
 
-    def encoder(self, max_length: int) -> PairEncoder:
+    def encoder(self, max_length: int) -> Encoder:
+        """The family's pair encoder at ``max_length`` (made once, then shared: it is read-only)."""
         with self._meta_lock:
             enc = self._encoders.get(max_length)
             if enc is None:
-                enc = self._encoders[max_length] = PairEncoder(self.tokenizer, max_length)
+                enc = self._encoders[max_length] = self.family.encoder(self.tokenizer, max_length)
             return enc
 
-    def to_raw(self, logits: np.ndarray) -> np.ndarray:
-        """One score per pair: the logit, or positive-minus-negative logit (the log-odds) for 2-label heads."""
-        logits = np.asarray(logits, dtype=np.float32)
-        if logits.ndim == 1:
-            return logits
-        if logits.shape[1] == 1:
-            return logits[:, 0]
-        pos = self.info.positive_index
-        return logits[:, pos] - logits[:, 1 - pos]
-
-    def score_pairs(
+    def score_tokens(
         self,
-        encoder: PairEncoder,
         ids: Sequence[list[int]],
         types: Sequence[list[int]],
         *,
         batch_size: int,
-        stats: ForwardStats | None = None,
+        stats: ScoreStats | None = None,
     ) -> np.ndarray:
-        """Raw scores for token pairs, in input order; batches are length-sorted to minimise padding."""
+        """Raw scores for token inputs, in input order.
+
+        Batches are length-sorted to minimise padding; a batch that runs out of memory is retried
+        at half the size (counted in ``stats.batch_retries``) instead of failing the call.
+        """
         n = len(ids)
         out = np.empty(n, dtype=np.float32)
         if n == 0:
             return out
         order = sorted(range(n), key=lambda i: len(ids[i]), reverse=True)
-        stats = stats if stats is not None else ForwardStats()
+        stats = stats if stats is not None else ScoreStats()
+        left = self.family.left_padding
         start = 0
         size = batch_size
         while start < n:
             chunk = order[start : start + size]
-            batch = encoder.pad([ids[i] for i in chunk], [types[i] for i in chunk])
+            batch = pad_batch([ids[i] for i in chunk], [types[i] for i in chunk], pad_id=self.pad_id, left=left)
             t0 = time.perf_counter()
             try:
                 with self._lock:
@@ -102,35 +89,57 @@ class Engine:
             except Exception as exc:
                 if is_out_of_memory(exc) and size > 1:
                     size = max(1, size // 2)
-                    stats.retries += 1
+                    stats.batch_retries += 1
                     log.warning("out of memory on a batch of %d pairs; retrying with %d", len(chunk), size)
                     continue
                 raise
             finally:
-                stats.seconds += time.perf_counter() - t0
-            out[chunk] = self.to_raw(logits)
+                stats.model_s += time.perf_counter() - t0
+            out[chunk] = self.family.head(logits)
             stats.pairs += len(chunk)
             start += len(chunk)
         return out
 
-    def batcher(self) -> MicroBatcher:
-        from crossrank.scoring.batching import MicroBatcher
-
+    def batcher(self, *, max_wait_ms: float = 3.0, max_pairs: int = 512) -> MicroBatcher:
+        """The micro-batcher for these settings (shared by every caller that uses the same ones)."""
+        key = (float(max_wait_ms), int(max_pairs))
         with self._meta_lock:
-            if self._batcher is None:
-                self._batcher = MicroBatcher(self)
-            return self._batcher
+            b = self._batchers.get(key)
+            if b is None:
+                b = self._batchers[key] = MicroBatcher(
+                    lambda ids, types, bs: self.score_tokens(ids, types, batch_size=bs),
+                    max_wait_ms=max_wait_ms,
+                    max_pairs=max_pairs,
+                )
+            return b
+
+    def close(self) -> None:
+        """Stop this engine's batcher threads."""
+        with self._meta_lock:
+            batchers = list(self._batchers.values())
+            self._batchers.clear()
+        for b in batchers:
+            b.close()
 
 
 _REGISTRY: dict[tuple[object, ...], Engine] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
+def check_backend_choice(backend: object, quantize: object) -> None:
+    """Raise a precise error for an unknown backend or precision, listing the choices from the table."""
+    if backend not in BACKEND_CHOICES:
+        raise InvalidArgumentError(f"backend={backend!r} is not supported; choose one of {', '.join(BACKEND_CHOICES)}")
+    if quantize not in QUANTIZE_CHOICES:
+        raise InvalidArgumentError(
+            f"quantize={quantize!r} is not supported; choose one of {', '.join(QUANTIZE_CHOICES)}"
+        )
+
+
 def resolve_backend(backend: str, device: str | None) -> str:
-    """``auto``: torch fp16 on CUDA; on CPU, OpenVINO (static int8 on VNNI/AMX CPUs, else bf16) where it
+    """``auto``: torch (fp16) on CUDA; on CPU, OpenVINO (static int8 on VNNI/AMX CPUs, else bf16) where it
     is installed and the CPU has int8 or bf16 units, else ONNX Runtime int8; torch when neither is installed."""
-    if backend not in ("auto", "torch", "onnx", "openvino"):
-        raise InvalidArgumentError(f"backend={backend!r} is not supported; choose auto, torch, onnx or openvino")
+    check_backend_choice(backend, "auto")
     if backend != "auto":
         return backend
     if device is not None and not device.startswith("cpu"):
@@ -152,6 +161,23 @@ def resolve_backend(backend: str, device: str | None) -> str:
     return "onnx"
 
 
+def _make_backend(
+    kind: str,
+    info: ModelInfo,
+    *,
+    device: str | None,
+    quantize: str,
+    dtype: str,
+    trust_remote_code: bool,
+    num_threads: int | None,
+) -> Backend:
+    spec = BACKENDS[kind]
+    cls = getattr(importlib.import_module(spec.module), spec.cls)
+    if kind == "torch":
+        return cls(info, device=device, dtype=dtype, trust_remote_code=trust_remote_code)  # type: ignore[no-any-return]
+    return cls(info, quantize=quantize, num_threads=num_threads)  # type: ignore[no-any-return]
+
+
 def get_engine(
     info: ModelInfo,
     *,
@@ -169,19 +195,15 @@ def get_engine(
         engine = _REGISTRY.get(key)
         if engine is not None:
             return engine
-        be: Backend
-        if kind == "torch":
-            from crossrank.backends.torch_backend import TorchBackend
-
-            be = TorchBackend(info, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-        elif kind == "openvino":
-            from crossrank.backends.openvino_backend import OpenVinoBackend
-
-            be = OpenVinoBackend(info, quantize=quantize, num_threads=num_threads)
-        else:
-            from crossrank.backends.onnx_backend import OnnxBackend
-
-            be = OnnxBackend(info, quantize=quantize, num_threads=num_threads)
+        be = _make_backend(
+            kind,
+            info,
+            device=device,
+            quantize=quantize,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            num_threads=num_threads,
+        )
         engine = _REGISTRY[key] = Engine(info, be)
         return engine
 
@@ -190,11 +212,11 @@ def clear_engines() -> None:
     """Forget every loaded model (frees memory once no Reranker holds them)."""
     with _REGISTRY_LOCK:
         for engine in _REGISTRY.values():
-            if engine._batcher is not None:
-                engine._batcher.close()
+            engine.close()
         _REGISTRY.clear()
 
 
 def loaded_engines() -> int:
+    """How many models are loaded in this process."""
     with _REGISTRY_LOCK:
         return len(_REGISTRY)

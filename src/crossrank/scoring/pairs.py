@@ -1,4 +1,4 @@
-"""Turn (query, documents) into model-ready token pairs, with truncation that never eats the query.
+"""Pair tokenizing: turn (query, documents) into model-ready token pairs, with truncation that never eats the query.
 
 The tokenizer is configured once (no truncation, no padding) and then only read, which is what
 makes one tokenizer safe to share between threads: the "Already borrowed" errors other rerankers
@@ -125,8 +125,7 @@ class PairEncoder:
         self.budget = max_length - self.template.n_special
         # The query keeps at most 3/4 of the room, so a document always gets a real share.
         self.max_query_tokens = max(1, (self.budget * 3) // 4)
-        pads = (tokenizer.token_to_id(t) for t in ("[PAD]", "<pad>", "<PAD>"))
-        self.pad_id = next((p for p in pads if p is not None), 0)
+        self.pad_id = pad_token_id(tokenizer)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(e.ids) for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
@@ -176,15 +175,33 @@ class PairEncoder:
         return out
 
     def pad(self, ids: Sequence[Sequence[int]], types: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
-        """Right-pad a batch to its longest member (callers sort by length so padding stays small)."""
-        width = max(len(x) for x in ids)
-        n = len(ids)
-        input_ids = np.full((n, width), self.pad_id, dtype=np.int64)
-        token_type_ids = np.zeros((n, width), dtype=np.int64)
-        mask = np.zeros((n, width), dtype=np.int64)
-        for i, (row, trow) in enumerate(zip(ids, types)):
-            k = len(row)
-            input_ids[i, :k] = row
-            token_type_ids[i, :k] = trow
-            mask[i, :k] = 1
-        return {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": token_type_ids}
+        """Right-pad a batch of this encoder's pairs (see :func:`pad_batch`)."""
+        return pad_batch(ids, types, pad_id=self.pad_id)
+
+
+def pad_token_id(tokenizer: Tokenizer) -> int:
+    """The tokenizer's padding id (``[PAD]``, ``<pad>`` ...); 0 when it names none (masked anyway)."""
+    pads = (tokenizer.token_to_id(t) for t in ("[PAD]", "<pad>", "<PAD>", "<|endoftext|>"))
+    return next((p for p in pads if p is not None), 0)
+
+
+def pad_batch(
+    ids: Sequence[Sequence[int]], types: Sequence[Sequence[int]], *, pad_id: int, left: bool = False
+) -> dict[str, np.ndarray]:
+    """Pad a batch to its longest member: right for encoders, left for causal LMs (last token = answer slot).
+
+    Callers sort by length, so padding stays small. Returns int64 ``input_ids``, ``attention_mask``
+    and ``token_type_ids``; each backend feeds only the inputs its model declares.
+    """
+    width = max(len(x) for x in ids)
+    n = len(ids)
+    input_ids = np.full((n, width), pad_id, dtype=np.int64)
+    token_type_ids = np.zeros((n, width), dtype=np.int64)
+    mask = np.zeros((n, width), dtype=np.int64)
+    for i, (row, trow) in enumerate(zip(ids, types)):
+        k = len(row)
+        cols = slice(width - k, width) if left else slice(0, k)
+        input_ids[i, cols] = row
+        token_type_ids[i, cols] = trow
+        mask[i, cols] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": token_type_ids}

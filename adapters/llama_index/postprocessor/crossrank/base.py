@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from crossrank import Candidate, InvalidDocumentTypeError, InvalidQueryError, RankedResults, Reranker
-from crossrank.inputs import check_output_options
-from crossrank.integrations.copying import copy_metadata
-from crossrank.model_files import DEFAULT_MODEL
+from crossrank import Candidate, InvalidDocumentTypeError, InvalidQueryError, RankedResults
+from crossrank.integrations import RerankOptions, copy_metadata
 
 try:
-    from llama_index.core.bridge.pydantic import Field, PrivateAttr
+    from llama_index.core.bridge.pydantic import Field
     from llama_index.core.callbacks import CBEventType, EventPayload
     from llama_index.core.instrumentation import get_dispatcher
     from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
@@ -24,39 +24,24 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 dispatcher = get_dispatcher(__name__)
 
 
-class CrossRankRerank(BaseNodePostprocessor):
+class CrossRankRerank(RerankOptions, BaseNodePostprocessor):
     """Rerank retrieved nodes with a cross-encoder; returns new ``NodeWithScore`` copies, best first.
 
     The caller's nodes and their metadata are never modified. ``score`` is a Python float on the
     ``normalize`` scale; with ``keep_retrieval_score=True`` the first-stage score is kept in the
-    copy's metadata as ``retrieval_score``.
+    copy's metadata as ``retrieval_score``. Options: ``model``, ``top_n``, ``threshold``,
+    ``normalize``, ``reranker_kwargs``, ``metadata_mode``, and ``reranker=`` to share one loaded
+    model. Fires LlamaIndex's ``ReRankStartEvent`` / ``ReRankEndEvent`` and the RERANKING callback.
     """
 
-    model: str = Field(default=DEFAULT_MODEL, description="Hugging Face id or local directory of the cross-encoder.")
-    top_n: int | None = Field(default=5, description="How many nodes to keep (None keeps all).")
-    threshold: float | None = Field(default=None, description="Drop nodes scoring below this, on the normalize scale.")
-    normalize: str = Field(default="none", description="Score scale: none, sigmoid, softmax or minmax.")
     keep_retrieval_score: bool = Field(default=False, description="Keep the first-stage score in metadata.")
     metadata_mode: MetadataMode = Field(
         default=MetadataMode.NONE, description="Which metadata the cross-encoder reads with the node text."
     )
-    reranker_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra options for crossrank.Reranker.")
-    _reranker: Reranker = PrivateAttr()
-
-    def __init__(self, *, reranker: Reranker | None = None, **data: Any) -> None:
-        if reranker is not None and "model" not in data:
-            data["model"] = reranker.model_name
-        super().__init__(**data)
-        check_output_options(self.top_n, self.threshold, self.normalize)
-        self._reranker = reranker or Reranker(self.model, normalize=self.normalize, **self.reranker_kwargs)
 
     @classmethod
     def class_name(cls) -> str:
         return "CrossRankRerank"
-
-    @property
-    def reranker(self) -> Reranker:
-        return self._reranker
 
     def _candidates(self, nodes: list[NodeWithScore]) -> list[Candidate]:
         out = []
@@ -75,56 +60,48 @@ class CrossRankRerank(BaseNodePostprocessor):
         for r in results:
             src = nodes[r.index]
             node = src.node.model_copy(deep=False)
-            node.metadata = copy_metadata(src.node.metadata)
-            if self.keep_retrieval_score:
-                node.metadata["retrieval_score"] = src.score
+            extra = {"retrieval_score": src.score} if self.keep_retrieval_score else {}
+            node.metadata = copy_metadata(src.node.metadata, **extra)
             out.append(NodeWithScore(node=node, score=r.score))
         return out
 
-    def _query(self, query_bundle: QueryBundle | None) -> str:
+    @staticmethod
+    def _query(query_bundle: QueryBundle | None) -> QueryBundle:
         if query_bundle is None or not isinstance(query_bundle.query_str, str):
             raise InvalidQueryError(
                 "CrossRankRerank needs the query: call postprocess_nodes(nodes, query_str=...) or pass a QueryBundle"
             )
-        return query_bundle.query_str
+        return query_bundle
 
-    def _start(self, query_bundle: QueryBundle, nodes: list[NodeWithScore]) -> None:
+    @contextmanager
+    def _events(self, bundle: QueryBundle, nodes: list[NodeWithScore], out: list[NodeWithScore]) -> Iterator[None]:
+        """Start/end instrumentation events and the RERANKING callback around one call; fills ``out``."""
         dispatcher.event(
-            ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self.top_n or len(nodes), model_name=self.model)
+            ReRankStartEvent(query=bundle, nodes=nodes, top_n=self.top_n or len(nodes), model_name=self.model)
         )
-
-    def _payload(self, query: str, nodes: list[NodeWithScore]) -> dict[str, Any]:
-        return {
+        payload: dict[str, Any] = {
             EventPayload.NODES: nodes,
             EventPayload.MODEL_NAME: self.model,
-            EventPayload.QUERY_STR: query,
+            EventPayload.QUERY_STR: bundle.query_str,
             EventPayload.TOP_K: self.top_n,
         }
+        with self.callback_manager.event(CBEventType.RERANKING, payload=payload) as event:
+            yield
+            event.on_end(payload={EventPayload.NODES: out})
+        dispatcher.event(ReRankEndEvent(nodes=out))
 
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        query = self._query(query_bundle)
-        assert query_bundle is not None
-        cands = self._candidates(nodes)
-        self._start(query_bundle, nodes)
-        with self.callback_manager.event(CBEventType.RERANKING, payload=self._payload(query, nodes)) as event:
-            results = self._reranker.rerank(query, cands, top_n=self.top_n, threshold=self.threshold)
-            new_nodes = self._copies(nodes, results)
-            event.on_end(payload={EventPayload.NODES: new_nodes})
-        dispatcher.event(ReRankEndEvent(nodes=new_nodes))
-        return new_nodes
+        bundle, cands, out = self._query(query_bundle), self._candidates(nodes), []
+        with self._events(bundle, nodes, out):
+            out += self._copies(nodes, self._rerank(bundle.query_str, cands))
+        return out
 
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        query = self._query(query_bundle)
-        assert query_bundle is not None
-        cands = self._candidates(nodes)
-        self._start(query_bundle, nodes)
-        with self.callback_manager.event(CBEventType.RERANKING, payload=self._payload(query, nodes)) as event:
-            results = await self._reranker.arerank(query, cands, top_n=self.top_n, threshold=self.threshold)
-            new_nodes = self._copies(nodes, results)
-            event.on_end(payload={EventPayload.NODES: new_nodes})
-        dispatcher.event(ReRankEndEvent(nodes=new_nodes))
-        return new_nodes
+        bundle, cands, out = self._query(query_bundle), self._candidates(nodes), []
+        with self._events(bundle, nodes, out):
+            out += self._copies(nodes, await self._arerank(bundle.query_str, cands))
+        return out

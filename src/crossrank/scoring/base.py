@@ -1,0 +1,106 @@
+"""The scorer seam: what the :class:`~crossrank.Reranker` needs from anything that scores texts.
+
+A scorer turns ``(query, texts)`` into one raw relevance score per text. The Reranker owns
+everything around that — validation, duplicate texts, the score cache, scales, threshold, top_n,
+fusion and the result records — so a local cross-encoder, a causal-LM yes/no reranker, a remote
+rerank API or an LLM all rank through the same code and give the same kind of results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+ScoreScale = Literal["logit", "probability"]
+
+
+@dataclass(frozen=True)
+class ScorerInfo:
+    """What a scorer is, for results, logs and ``/info``-style reports.
+
+    ``kind`` names the scoring method (``cross-encoder``, ``causal-lm``, ``remote``, ...);
+    ``scale`` says what a raw score is: a ``logit`` (``normalize="sigmoid"`` turns it into a
+    probability) or already a ``probability`` in [0, 1].
+    """
+
+    kind: str
+    model: str
+    backend: str
+    max_length: int | None
+    scale: ScoreScale = "logit"
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """Per-call settings that change a score, so they are part of every cache key.
+
+    ``long_documents``: ``truncate`` (one pass per text, cut to fit) or ``windows`` (overlapping
+    windows of ``window_overlap`` tokens, at most ``max_windows``, combined by ``aggregate``).
+    """
+
+    long_documents: str = "truncate"
+    window_overlap: int = 64
+    max_windows: int = 16
+    aggregate: str = "max"
+
+    def key(self) -> str:
+        """A short string naming these settings, for cache keys."""
+        if self.long_documents != "windows":
+            return "t"
+        return f"w{self.window_overlap}x{self.max_windows}:{self.aggregate}"
+
+
+@dataclass
+class ScoreStats:
+    """What one scoring call cost: model inputs run, out-of-memory retries, time per phase."""
+
+    pairs: int = 0
+    batch_retries: int = 0
+    tokenize_s: float = 0.0
+    model_s: float = 0.0
+
+
+@dataclass
+class Scored:
+    """One raw score per text (input order), with how each text was fitted to the model."""
+
+    raw: np.ndarray
+    windows: list[int]
+    truncated: list[bool]
+    query_truncated: bool = False
+    stats: ScoreStats = field(default_factory=ScoreStats)
+
+    @classmethod
+    def empty(cls) -> Scored:
+        return cls(raw=np.empty(0, dtype=np.float64), windows=[], truncated=[])
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Anything that scores texts against a query.
+
+    ``score`` and ``ascore`` must return the same scores for the same input; ``ascore`` must not
+    block the event loop. ``identity`` must change whenever the scores could (model content,
+    backend, precision, max length), because the Reranker's cache is keyed by it. Scorers must be
+    safe to call from many threads at once.
+    """
+
+    @property
+    def identity(self) -> str:
+        """A stable name for cache keys."""
+        ...
+
+    def describe(self) -> ScorerInfo:
+        """What this scorer is (cheap: never loads a model)."""
+        ...
+
+    def score(self, query: str, texts: Sequence[str], settings: ScoreSettings) -> Scored:
+        """Raw scores for ``texts`` against ``query``, in input order."""
+        ...
+
+    async def ascore(self, query: str, texts: Sequence[str], settings: ScoreSettings) -> Scored:
+        """Async :meth:`score`."""
+        ...

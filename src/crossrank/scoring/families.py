@@ -1,0 +1,83 @@
+"""Model families: how a kind of model turns (query, document) into inputs, and logits into a score.
+
+Each family supplies two things to the local scorer: a pair encoder (the prompt or pair template,
+truncation, windows, which side to pad) and a head rule (model output -> one raw score per pair).
+Adding a kind of reranker — e.g. a causal LM scored by the logits of "yes" and "no" — means adding
+a family here; the engine, the backends and the Reranker stay as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from crossrank.errors import UnsupportedModelError
+from crossrank.model_files import ModelInfo
+from crossrank.scoring.pairs import EncodedPairs, PairEncoder
+
+
+class Encoder(Protocol):
+    """Tokenizes one query against many documents for one model and one ``max_length``."""
+
+    max_length: int
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text, without special tokens."""
+        ...
+
+    def encode(
+        self, query: str, docs: Sequence[str], *, windows: bool = False, window_overlap: int = 64, max_windows: int = 16
+    ) -> EncodedPairs:
+        """Token ids (and type ids) per model input, with the document each input belongs to."""
+        ...
+
+
+class ModelFamily(Protocol):
+    """What the local scorer needs to know about one kind of model."""
+
+    kind: str
+    left_padding: bool
+
+    def encoder(self, tokenizer: Tokenizer, max_length: int) -> Encoder:
+        """A pair encoder for this model at ``max_length`` tokens."""
+        ...
+
+    def head(self, logits: np.ndarray) -> np.ndarray:
+        """One raw score per input row, as float32."""
+        ...
+
+
+class SequenceClassification:
+    """``*ForSequenceClassification`` cross-encoders: ``[CLS] q [SEP] d [SEP]``, right padding.
+
+    Raw score: the logit of a 1-logit head, or positive-minus-negative logit (the log-odds) of a
+    2-logit head, so ``sigmoid`` gives the model's probability of relevance either way.
+    """
+
+    kind = "cross-encoder"
+    left_padding = False
+
+    def __init__(self, info: ModelInfo) -> None:
+        self.positive_index = info.positive_index
+
+    def encoder(self, tokenizer: Tokenizer, max_length: int) -> Encoder:
+        return PairEncoder(tokenizer, max_length)
+
+    def head(self, logits: np.ndarray) -> np.ndarray:
+        logits = np.asarray(logits, dtype=np.float32)
+        if logits.ndim == 1:
+            return logits
+        if logits.shape[1] == 1:
+            return logits[:, 0]
+        pos = self.positive_index
+        return logits[:, pos] - logits[:, 1 - pos]
+
+
+def family_for(info: ModelInfo) -> ModelFamily:
+    """The family that scores ``info``'s kind of model."""
+    if info.kind == "cross-encoder":
+        return SequenceClassification(info)
+    raise UnsupportedModelError(f"{info.name}: no scoring rule for model kind {info.kind!r}")

@@ -1,0 +1,167 @@
+"""The local scorer: a Hugging Face reranker run in this process (tokenizer + family + backend).
+
+It resolves and inspects the model directory when made (a bad path fails at construction, not on
+the first query), loads weights on first use through the process-wide engine registry, and scores
+sync (forward passes in the caller's thread) or async (tokenizing on a small thread pool, forward
+passes through the engine's micro-batcher, so concurrent queries share them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from crossrank.errors import InvalidArgumentError
+from crossrank.inputs import check_positive_int
+from crossrank.model_files import ModelInfo, effective_max_length, inspect_model, resolve_model_dir
+from crossrank.scales import aggregate_windows
+from crossrank.scoring.base import Scored, ScorerInfo, ScoreSettings, ScoreStats
+from crossrank.scoring.engine import Engine, check_backend_choice, get_engine, resolve_backend
+from crossrank.scoring.pairs import EncodedPairs
+
+
+class LocalScorer:
+    """Scores with a local reranker model; see :class:`crossrank.Reranker` for the options."""
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        backend: str = "auto",
+        device: str | None = None,
+        quantize: str = "auto",
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        local_files_only: bool = False,
+        trust_remote_code: bool = False,
+        revision: str | None = None,
+        cache_folder: str | None = None,
+        num_threads: int | None = None,
+        max_wait_ms: float = 3.0,
+        max_batch_pairs: int = 512,
+    ) -> None:
+        check_backend_choice(backend, quantize)
+        self.model_name = os.fspath(model)
+        path = resolve_model_dir(model, revision=revision, local_files_only=local_files_only, cache_folder=cache_folder)
+        self.info: ModelInfo = inspect_model(path, name=self.model_name)
+        self.backend = resolve_backend(backend, device)
+        self.device = device
+        self.quantize = quantize
+        self.trust_remote_code = trust_remote_code
+        self.num_threads = num_threads
+        # None: the backend's measured sweet spot (its ``preferred_batch_size``).
+        self._batch_size = check_positive_int("batch_size", batch_size, allow_none=True)
+        self.max_length = effective_max_length(self.info, max_length)
+        if isinstance(max_wait_ms, bool) or not isinstance(max_wait_ms, (int, float)) or max_wait_ms < 0:
+            raise InvalidArgumentError(f"max_wait_ms must be a number >= 0, got {max_wait_ms!r}")
+        self.max_wait_ms = float(max_wait_ms)
+        self.max_batch_pairs = check_positive_int("max_batch_pairs", max_batch_pairs) or 512
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+
+    # ------------------------------------------------------------------ loading
+    @property
+    def engine(self) -> Engine:
+        """The loaded model, shared process-wide; loaded on first use."""
+        if self._engine is None:
+            with self._lock:
+                if self._engine is None:
+                    self._engine = get_engine(
+                        self.info,
+                        backend=self.backend,
+                        device=self.device,
+                        quantize=self.quantize,
+                        trust_remote_code=self.trust_remote_code,
+                        num_threads=self.num_threads,
+                    )
+        return self._engine
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the weights are loaded yet."""
+        return self._engine is not None
+
+    @property
+    def batch_size(self) -> int:
+        """Pairs per forward pass: the constructor's value, else the backend's preferred size."""
+        if self._batch_size is not None:
+            return self._batch_size
+        return int(getattr(self.engine.backend, "preferred_batch_size", 32))
+
+    @property
+    def backend_name(self) -> str:
+        """The backend that scores (e.g. ``openvino-int8``) once loaded, else the one requested."""
+        return self._engine.backend.name if self._engine is not None else self.backend
+
+    @property
+    def identity(self) -> str:
+        return (
+            f"{self.info.fingerprint}:{self.backend}:{self.quantize}:{self.device}:"
+            f"{self.trust_remote_code}:{self.max_length}"
+        )
+
+    def describe(self) -> ScorerInfo:
+        return ScorerInfo(
+            kind=self.info.kind, model=self.model_name, backend=self.backend_name, max_length=self.max_length
+        )
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text (no special tokens): tells which documents will not fit ``max_length``."""
+        return self.engine.encoder(self.max_length).count_tokens(texts)
+
+    # ------------------------------------------------------------------ scoring
+    def _encode(self, query: str, texts: Sequence[str], settings: ScoreSettings) -> tuple[EncodedPairs, float]:
+        encoder = self.engine.encoder(self.max_length)
+        t = time.perf_counter()
+        enc = encoder.encode(
+            query,
+            texts,
+            windows=settings.long_documents == "windows",
+            window_overlap=settings.window_overlap,
+            max_windows=settings.max_windows,
+        )
+        return enc, time.perf_counter() - t
+
+    @staticmethod
+    def _scored(enc: EncodedPairs, items: np.ndarray, n: int, settings: ScoreSettings, stats: ScoreStats) -> Scored:
+        raw = aggregate_windows(items, np.asarray(enc.owner, dtype=np.int64), n, settings.aggregate)
+        return Scored(
+            raw=raw,
+            windows=list(enc.windows),
+            truncated=list(enc.truncated),
+            query_truncated=enc.query_truncated,
+            stats=stats,
+        )
+
+    def score(self, query: str, texts: Sequence[str], settings: ScoreSettings) -> Scored:
+        if not texts:
+            return Scored.empty()
+        enc, tokenize_s = self._encode(query, texts, settings)
+        stats = ScoreStats(tokenize_s=tokenize_s)
+        items = self.engine.score_tokens(enc.ids, enc.types, batch_size=self.batch_size, stats=stats)
+        return self._scored(enc, items, len(texts), settings, stats)
+
+    async def ascore(self, query: str, texts: Sequence[str], settings: ScoreSettings) -> Scored:
+        if not texts:
+            return Scored.empty()
+        loop = asyncio.get_running_loop()
+        # Tokenizing (and a first model load) would block the loop: run it on the scorer's pool.
+        enc, tokenize_s = await loop.run_in_executor(self._pool(), self._encode, query, list(texts), settings)
+        batcher = self.engine.batcher(max_wait_ms=self.max_wait_ms, max_pairs=self.max_batch_pairs)
+        t = time.perf_counter()
+        items = await asyncio.wrap_future(batcher.submit(enc.ids, enc.types, batch_size=self.batch_size))
+        stats = ScoreStats(pairs=len(enc.ids), tokenize_s=tokenize_s, model_s=time.perf_counter() - t)
+        return self._scored(enc, items, len(texts), settings, stats)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="crossrank-prep")
+            return self._executor
