@@ -97,7 +97,7 @@ def test_three_label_head_refused(tiny_model_3: Path) -> None:
 
 
 def test_bi_encoder_refused(embedder_path: Path) -> None:
-    with pytest.raises(UnsupportedModelError, match="not a cross-encoder"):
+    with pytest.raises(UnsupportedModelError, match="not a reranker"):
         Reranker(embedder_path)
 
 

@@ -46,6 +46,7 @@ class ModelInfo:
     uses_token_types: bool
     fingerprint: str
     kind: str = "cross-encoder"  # the model family's kind (scoring/families.py)
+    template: str | None = None  # causal-LM rerankers: the prompt template's name (prompts.py)
 
     @property
     def default_max_length(self) -> int:
@@ -160,8 +161,41 @@ def _positive_index(id2label: dict[str, Any]) -> int:
     return 1
 
 
-def inspect_model(path: Path, name: str | None = None) -> ModelInfo:
-    """Read config.json and tokenizer_config.json; refuse what is not a usable cross-encoder."""
+def _causal_template(cfg: dict[str, Any], name: str, template: str | None) -> str:
+    from crossrank.prompts import TEMPLATES, template_for_model_type
+
+    if template is not None:
+        if template not in TEMPLATES:
+            raise InvalidArgumentError(f"template={template!r} is not known; choose one of {', '.join(TEMPLATES)}")
+        return template
+    found = template_for_model_type(str(cfg.get("model_type", "")))
+    if found is None:
+        raise UnsupportedModelError(
+            f"{name} is a causal LM ({(cfg.get('architectures') or ['?'])[0]}) with no known reranker prompt: "
+            f"pass template= one of {', '.join(TEMPLATES)} if it is a yes/no reranker of that family"
+        )
+    return found.name
+
+
+def _declared_length(path: Path) -> int | None:
+    tok_cfg_path = path / "tokenizer_config.json"
+    if tok_cfg_path.is_file():
+        mml = _read_json(tok_cfg_path).get("model_max_length")
+        if isinstance(mml, (int, float)) and 0 < mml < 1_000_000:
+            return int(mml)
+    return None
+
+
+def inspect_model(path: Path, name: str | None = None, *, template: str | None = None) -> ModelInfo:
+    """Read config.json and tokenizer_config.json; refuse what is not a usable reranker.
+
+    ``*ForSequenceClassification`` models are cross-encoders; ``*ForCausalLM`` models are yes/no
+    rerankers when their prompt template is known from ``model_type`` or given as ``template``.
+
+    Raises:
+        ModelLoadError: config or weights missing or unreadable.
+        UnsupportedModelError: not a reranker (a bi-encoder, a classifier, an unknown causal LM).
+    """
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise ModelLoadError(
@@ -174,10 +208,28 @@ def inspect_model(path: Path, name: str | None = None) -> ModelInfo:
             f"{path} has no weights (model.safetensors or pytorch_model.bin): the download is incomplete"
         )
     archs = cfg.get("architectures") or []
+    if template is not None or any(a.endswith("ForCausalLM") for a in archs):
+        tname = _causal_template(cfg, name or str(path), template)
+        from crossrank.prompts import TEMPLATES
+
+        return ModelInfo(
+            name=name or str(path),
+            path=path,
+            num_labels=1,
+            positive_index=0,
+            position_limit=int(cfg.get("max_position_embeddings") or 8192),
+            declared_max_length=min(_declared_length(path) or 1 << 30, TEMPLATES[tname].default_max_length),
+            model_type=str(cfg.get("model_type", "")),
+            uses_token_types=False,
+            fingerprint=fingerprint(path),
+            kind="causal-lm",
+            template=tname,
+        )
     if archs and not any("SequenceClassification" in a for a in archs):
         raise UnsupportedModelError(
-            f"{name or path} is a {archs[0]}, not a cross-encoder: crossrank needs a "
-            "*ForSequenceClassification model such as cross-encoder/ms-marco-MiniLM-L6-v2 "
+            f"{name or path} is a {archs[0]}, not a reranker: crossrank needs a "
+            "*ForSequenceClassification cross-encoder such as cross-encoder/ms-marco-MiniLM-L6-v2, or a "
+            "*ForCausalLM yes/no reranker such as Qwen/Qwen3-Reranker-0.6B "
             "(bi-encoders like all-MiniLM-L6-v2 belong in the first stage)"
         )
     id2label = cfg.get("id2label") or {}
@@ -193,12 +245,7 @@ def inspect_model(path: Path, name: str | None = None) -> ModelInfo:
     limit = int(cfg.get("max_position_embeddings") or 512)
     if model_type in _OFFSET_POSITION_TYPES:
         limit -= int(cfg.get("pad_token_id") or 1) + 1
-    declared: int | None = None
-    tok_cfg_path = path / "tokenizer_config.json"
-    if tok_cfg_path.is_file():
-        mml = _read_json(tok_cfg_path).get("model_max_length")
-        if isinstance(mml, (int, float)) and 0 < mml < 1_000_000:
-            declared = int(mml)
+    declared = _declared_length(path)
     return ModelInfo(
         name=name or str(path),
         path=path,

@@ -76,7 +76,9 @@ class Reranker:
     model directory is checked when the ``Reranker`` is made (a bad path fails here, not on the
     first query); weights load on first use and are shared with every other ``Reranker`` of the
     same model in the process. All options are keyword-only; the ranking options can also be
-    overridden per call.
+    overridden per call. Causal-LM rerankers (Qwen3-Reranker, mxbai-rerank-v2,
+    bge-reranker-v2-gemma) are detected from their config; ``template=`` names the prompt family
+    explicitly (see :mod:`crossrank.prompts`) and ``instruction=`` sets their task instruction.
 
     Raises:
         ModelNotFoundError, ModelLoadError, UnsupportedModelError: the model cannot be used.
@@ -108,6 +110,8 @@ class Reranker:
         num_threads: int | None = None,
         max_wait_ms: float = 3.0,
         max_batch_pairs: int = 512,
+        template: str | None = None,
+        instruction: str | None = None,
     ) -> None:
         if isinstance(model, Scorer):
             self.scorer: Scorer = model
@@ -126,6 +130,8 @@ class Reranker:
                 num_threads=num_threads,
                 max_wait_ms=max_wait_ms,
                 max_batch_pairs=max_batch_pairs,
+                template=template,
+                instruction=instruction,
             )
         self.model_name = self.scorer.describe().model
         self.normalize = check_choice("normalize", normalize, NORMALIZE_CHOICES)

@@ -15,10 +15,11 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from crossrank.backends import Backend, is_out_of_memory
 from crossrank.backends.table import BACKEND_CHOICES, BACKENDS, QUANTIZE_CHOICES
-from crossrank.errors import CrossrankError, InvalidArgumentError
+from crossrank.errors import CrossrankError, ExportError, InvalidArgumentError
 from crossrank.model_files import ModelInfo
 from crossrank.scoring.base import ScoreStats
 from crossrank.scoring.batching import MicroBatcher
@@ -31,12 +32,12 @@ log = logging.getLogger("crossrank")
 class Engine:
     """One loaded model: turns token inputs into raw relevance scores."""
 
-    def __init__(self, info: ModelInfo, backend: Backend) -> None:
+    def __init__(self, info: ModelInfo, backend: Backend, tokenizer: Tokenizer, family: ModelFamily) -> None:
         self.info = info
         self.backend = backend
-        self.family: ModelFamily = family_for(info)
-        self.tokenizer = load_tokenizer(info.path)
-        self.pad_id = pad_token_id(self.tokenizer)
+        self.family = family
+        self.tokenizer = tokenizer
+        self.pad_id = pad_token_id(tokenizer)
         self._encoders: dict[int, Encoder] = {}
         self._batchers: dict[tuple[float, int], MicroBatcher] = {}
         self._lock = threading.Lock()  # serialises forward passes
@@ -164,6 +165,7 @@ def resolve_backend(backend: str, device: str | None) -> str:
 def _make_backend(
     kind: str,
     info: ModelInfo,
+    family: ModelFamily,
     *,
     device: str | None,
     quantize: str,
@@ -171,11 +173,34 @@ def _make_backend(
     trust_remote_code: bool,
     num_threads: int | None,
 ) -> Backend:
+    if info.kind == "causal-lm":
+        from crossrank.backends.causal_torch import CausalTorchBackend
+
+        return CausalTorchBackend(
+            info, family.score_token_ids, device=device, quantize=quantize, trust_remote_code=trust_remote_code
+        )
     spec = BACKENDS[kind]
     cls = getattr(importlib.import_module(spec.module), spec.cls)
     if kind == "torch":
         return cls(info, device=device, dtype=dtype, trust_remote_code=trust_remote_code)  # type: ignore[no-any-return]
     return cls(info, quantize=quantize, num_threads=num_threads)  # type: ignore[no-any-return]
+
+
+def backend_for(info: ModelInfo, backend: str, device: str | None) -> str:
+    """The backend that will score ``info``: ``backend`` resolved from ``auto`` for this model's kind.
+
+    Causal-LM rerankers run on torch (fp32/bf16 on CPU, fp16 on CUDA); asking for a fast CPU
+    backend for them explicitly is an ``ExportError`` that says what to use instead.
+    """
+    if info.kind == "causal-lm":
+        if backend in ("onnx", "openvino"):
+            raise ExportError(
+                f"{info.name} is a causal-LM reranker ({info.template}); backend={backend!r} does not run that "
+                "family yet: use backend='torch' (or 'auto'), with quantize='bf16' on CPUs with bf16 units"
+            )
+        check_backend_choice(backend, "auto")
+        return "torch"
+    return resolve_backend(backend, device)
 
 
 def get_engine(
@@ -187,24 +212,39 @@ def get_engine(
     dtype: str = "auto",
     trust_remote_code: bool = False,
     num_threads: int | None = None,
+    instruction: str | None = None,
 ) -> Engine:
     """Load once, share everywhere: the same model asked for twice returns the same engine."""
-    kind = resolve_backend(backend, device)
-    key = (str(info.path.resolve()), info.fingerprint, kind, device, quantize, dtype, trust_remote_code, num_threads)
+    kind = backend_for(info, backend, device)
+    key = (
+        str(info.path.resolve()),
+        info.fingerprint,
+        kind,
+        device,
+        quantize,
+        dtype,
+        trust_remote_code,
+        num_threads,
+        info.template,
+        instruction,
+    )
     with _REGISTRY_LOCK:
         engine = _REGISTRY.get(key)
         if engine is not None:
             return engine
+        tokenizer = load_tokenizer(info.path)
+        family = family_for(info, tokenizer, instruction=instruction)
         be = _make_backend(
             kind,
             info,
+            family,
             device=device,
             quantize=quantize,
             dtype=dtype,
             trust_remote_code=trust_remote_code,
             num_threads=num_threads,
         )
-        engine = _REGISTRY[key] = Engine(info, be)
+        engine = _REGISTRY[key] = Engine(info, be, tokenizer, family)
         return engine
 
 

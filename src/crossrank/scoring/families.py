@@ -16,7 +16,9 @@ from tokenizers import Tokenizer
 
 from crossrank.errors import UnsupportedModelError
 from crossrank.model_files import ModelInfo
+from crossrank.prompts import TEMPLATES, PromptTemplate
 from crossrank.scoring.pairs import EncodedPairs, PairEncoder
+from crossrank.scoring.prompt_pairs import PromptEncoder, token_id
 
 
 class Encoder(Protocol):
@@ -40,6 +42,7 @@ class ModelFamily(Protocol):
 
     kind: str
     left_padding: bool
+    score_token_ids: tuple[int, ...]  # causal LMs: the vocabulary columns the backend returns; else ()
 
     def encoder(self, tokenizer: Tokenizer, max_length: int) -> Encoder:
         """A pair encoder for this model at ``max_length`` tokens."""
@@ -59,6 +62,7 @@ class SequenceClassification:
 
     kind = "cross-encoder"
     left_padding = False
+    score_token_ids: tuple[int, ...] = ()
 
     def __init__(self, info: ModelInfo) -> None:
         self.positive_index = info.positive_index
@@ -76,8 +80,37 @@ class SequenceClassification:
         return logits[:, pos] - logits[:, 1 - pos]
 
 
-def family_for(info: ModelInfo) -> ModelFamily:
+class CausalLM:
+    """Causal-LM yes/no rerankers (Qwen3-Reranker, mxbai-rerank-v2, bge-reranker-v2-gemma).
+
+    The backend returns the last position's logits of the answer tokens only (``score_token_ids``:
+    yes, then no); the raw score is ``logit(yes) - logit(no)``, or ``logit(yes)`` for one-token
+    families. Prompts are left-padded so the answer slot is every row's last token.
+    """
+
+    kind = "causal-lm"
+    left_padding = True
+
+    def __init__(self, info: ModelInfo, tokenizer: Tokenizer, instruction: str | None = None) -> None:
+        if info.template is None:  # pragma: no cover - inspect_model always sets it for causal models
+            raise UnsupportedModelError(f"{info.name}: a causal reranker needs a prompt template")
+        self.template: PromptTemplate = TEMPLATES[info.template]
+        self.instruction = instruction
+        answers = [self.template.yes] + ([self.template.no] if self.template.no is not None else [])
+        self.score_token_ids = tuple(token_id(tokenizer, t) for t in answers)
+
+    def encoder(self, tokenizer: Tokenizer, max_length: int) -> Encoder:
+        return PromptEncoder(tokenizer, max_length, self.template, self.instruction)
+
+    def head(self, logits: np.ndarray) -> np.ndarray:
+        logits = np.asarray(logits, dtype=np.float32)
+        return logits[:, 0] - logits[:, 1] if logits.shape[1] == 2 else logits[:, 0]
+
+
+def family_for(info: ModelInfo, tokenizer: Tokenizer, *, instruction: str | None = None) -> ModelFamily:
     """The family that scores ``info``'s kind of model."""
     if info.kind == "cross-encoder":
         return SequenceClassification(info)
+    if info.kind == "causal-lm":
+        return CausalLM(info, tokenizer, instruction)
     raise UnsupportedModelError(f"{info.name}: no scoring rule for model kind {info.kind!r}")

@@ -22,7 +22,7 @@ from crossrank.inputs import check_positive_int
 from crossrank.model_files import ModelInfo, effective_max_length, inspect_model, resolve_model_dir
 from crossrank.scales import aggregate_windows
 from crossrank.scoring.base import Scored, ScorerInfo, ScoreSettings, ScoreStats
-from crossrank.scoring.engine import Engine, check_backend_choice, get_engine, resolve_backend
+from crossrank.scoring.engine import Engine, backend_for, check_backend_choice, get_engine
 from crossrank.scoring.pairs import EncodedPairs
 
 
@@ -45,12 +45,22 @@ class LocalScorer:
         num_threads: int | None = None,
         max_wait_ms: float = 3.0,
         max_batch_pairs: int = 512,
+        template: str | None = None,
+        instruction: str | None = None,
     ) -> None:
         check_backend_choice(backend, quantize)
+        if instruction is not None and not isinstance(instruction, str):
+            raise InvalidArgumentError(f"instruction must be a str or None, got {type(instruction).__name__}")
         self.model_name = os.fspath(model)
         path = resolve_model_dir(model, revision=revision, local_files_only=local_files_only, cache_folder=cache_folder)
-        self.info: ModelInfo = inspect_model(path, name=self.model_name)
-        self.backend = resolve_backend(backend, device)
+        self.info: ModelInfo = inspect_model(path, name=self.model_name, template=template)
+        if instruction is not None and self.info.kind != "causal-lm":
+            raise InvalidArgumentError(
+                f"instruction= applies to causal-LM rerankers (prompt templates); {self.model_name} is a "
+                f"{self.info.kind}, whose input is the plain (query, document) pair"
+            )
+        self.instruction = instruction
+        self.backend = backend_for(self.info, backend, device)
         self.device = device
         self.quantize = quantize
         self.trust_remote_code = trust_remote_code
@@ -80,6 +90,7 @@ class LocalScorer:
                         quantize=self.quantize,
                         trust_remote_code=self.trust_remote_code,
                         num_threads=self.num_threads,
+                        instruction=self.instruction,
                     )
         return self._engine
 
@@ -104,7 +115,7 @@ class LocalScorer:
     def identity(self) -> str:
         return (
             f"{self.info.fingerprint}:{self.backend}:{self.quantize}:{self.device}:"
-            f"{self.trust_remote_code}:{self.max_length}"
+            f"{self.trust_remote_code}:{self.max_length}:{self.info.template}:{self.instruction}"
         )
 
     def describe(self) -> ScorerInfo:

@@ -104,7 +104,8 @@ class EncodedPairs:
     query_truncated: bool = False
 
 
-def _window_starts(n: int, size: int, stride: int, cap: int) -> list[int]:
+def window_starts(n: int, size: int, stride: int, cap: int) -> list[int]:
+    """Start offsets of at most ``cap`` windows of ``size`` tokens, ``stride`` shared, the last ending at ``n``."""
     if n <= size:
         return [0]
     step = max(1, size - stride)
@@ -162,7 +163,7 @@ class PairEncoder:
         for slot, enc in enumerate(encs):
             d = enc.ids
             n = len(d)
-            starts = _window_starts(n, room, stride, max_windows) if windows else [0]
+            starts = window_starts(n, room, stride, max_windows) if windows else [0]
             for s in starts:
                 piece = d[s : s + room]
                 out.ids.append(head + piece + tail)

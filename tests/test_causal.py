@@ -1,0 +1,236 @@
+"""Causal-LM rerankers (Qwen3-Reranker, mxbai-rerank-v2, bge-reranker-v2-gemma) on tiny random models.
+
+Scores must equal a direct transformers computation of the same formula — logit(yes) - logit(no)
+at the last position of the family's prompt (logit(Yes) alone for bge-gemma) — and, where the model
+ships a chat template for (query, document) pairs, sentence-transformers' own ``CrossEncoder``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from crossrank import ExportError, InvalidArgumentError, Reranker, UnsupportedModelError
+from crossrank.prompts import TEMPLATES, PromptTemplate
+
+FAMILIES = {"qwen3": "qwen3-reranker", "qwen2": "mxbai-rerank-v2", "gemma": "bge-reranker-v2-gemma"}
+QUERY = "does aspirin prevent heart attacks"
+DOCS = [
+    "aspirin lowers the risk of heart attack",
+    "pythons are snakes",
+    "yes no yes",
+    "coffee and sleep " * 3,
+    "",
+]
+
+
+def make_tiny_causal_reranker(path: Path, family: str, *, seed: int = 0) -> Path:
+    """A random 1-layer causal LM of ``family``'s architecture with a byte-level BPE tokenizer.
+
+    The tokenizer has the chat special tokens and single tokens for the answers (yes/no, 1/0, Yes),
+    and splits text the same way whole or in parts, so a prompt tokenized in pieces equals the
+    prompt tokenized at once. The Qwen3 model also ships a chat template rendering the
+    Qwen3-Reranker prompt for (query, document) pairs, as sentence-transformers expects.
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    merges = [("y", "e"), ("ye", "s"), ("n", "o"), ("Y", "e"), ("Ye", "s")]
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<bos>"])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<|endoftext|>", eos_token="<|im_end|>", bos_token="<bos>"
+    )
+    fast.model_max_length = 1024
+    fast.save_pretrained(path)
+    cfg = AutoConfig.for_model(
+        family,
+        vocab_size=len(fast),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=1024,
+        pad_token_id=fast.pad_token_id,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg)
+    with torch.no_grad():  # larger than the init scale, so scores differ visibly between texts
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.3)
+    model.eval().save_pretrained(path)
+    if family == "qwen3":
+        (path / "chat_template.jinja").write_text(_pair_chat_template(TEMPLATES["qwen3-reranker"]))
+    return path
+
+
+def _pair_chat_template(t: PromptTemplate) -> str:
+    """A Jinja chat template that renders ``t``'s prompt from sentence-transformers' query/document roles."""
+    head = t.head.replace("{instruction}", "{{ instruction | default('" + t.default_instruction + "') }}")
+    head = head.replace("{query}", "{{ q }}")
+    body = t.suffix.rstrip("\n")
+    newlines = len(t.suffix) - len(body)  # Jinja drops a template's trailing newline: render them explicitly
+    return (
+        '{%- set q = (messages | selectattr("role", "eq", "query") | first).content[0].text -%}'
+        '{%- set d = (messages | selectattr("role", "eq", "document") | first).content[0].text -%}'
+        + head
+        + t.document.replace("{document}", "{{ d }}")
+        + body
+        + '{{ "\\n" * '
+        + str(newlines)
+        + " }}"
+    )
+
+
+@pytest.fixture(scope="module")
+def causal_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("causal")
+    return {fam: make_tiny_causal_reranker(root / fam, fam, seed=i) for i, fam in enumerate(FAMILIES)}
+
+
+def _direct(
+    path: Path, template: PromptTemplate, query: str, docs: list[str], instruction: str | None = None
+) -> list[float]:
+    """The family's formula computed straight with transformers, one unpadded prompt at a time."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModelForCausalLM.from_pretrained(str(path)).eval()
+
+    def tid(t: str) -> int:
+        (i,) = tok(t, add_special_tokens=False)["input_ids"]
+        return int(i)
+
+    out = []
+    for d in docs:
+        text = template.format_head(query, instruction) + template.format_document(d) + template.suffix
+        ids = ([tok.bos_token_id] if template.bos else []) + tok(text, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            last = model(torch.tensor([ids])).logits[0, -1]
+        score = float(last[tid(template.yes)])
+        if template.no is not None:
+            score -= float(last[tid(template.no)])
+        out.append(score)
+    return out
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+async def test_scores_equal_the_direct_formula(causal_models: dict[str, Path], family: str) -> None:
+    rr = Reranker(causal_models[family])
+    assert rr.info.kind == "causal-lm" and rr.info.template == FAMILIES[family]
+    assert rr.backend_name.startswith("torch")
+    expected = _direct(causal_models[family], TEMPLATES[FAMILIES[family]], QUERY, DOCS)
+    got = rr.score(QUERY, DOCS)  # batched and left-padded
+    assert got == pytest.approx(expected, abs=1e-4)
+    assert list(np.argsort(got)) == list(np.argsort(expected))
+    assert await rr.ascore(QUERY, DOCS) == pytest.approx(got, abs=1e-5)
+    ranked = rr.rerank(QUERY, DOCS, normalize="sigmoid")
+    for r in ranked:  # sigmoid of the log-odds is the family's own P(yes)
+        assert r.score == pytest.approx(1 / (1 + math.exp(-expected[r.index])), abs=1e-5)
+
+
+def test_equals_sentence_transformers_cross_encoder(causal_models: dict[str, Path]) -> None:
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    path = causal_models["qwen3"]
+    ce = CrossEncoder(str(path), local_files_only=True)
+    ref = ce.predict([(QUERY, d) for d in DOCS], activation_fn=torch.nn.Identity())
+    assert Reranker(path).score(QUERY, DOCS) == pytest.approx([float(x) for x in ref], abs=1e-4)
+
+
+def test_instruction_and_template_options(causal_models: dict[str, Path], tmp_path: Path) -> None:
+    path = causal_models["qwen3"]
+    own = "Given a scientific claim, retrieve abstracts that support or refute it"
+    with_instruction = Reranker(path, instruction=own).score(QUERY, DOCS)
+    assert with_instruction == pytest.approx(_direct(path, TEMPLATES["qwen3-reranker"], QUERY, DOCS, own), abs=1e-4)
+    assert with_instruction != pytest.approx(Reranker(path).score(QUERY, DOCS), abs=1e-4)
+    # An unknown causal model_type needs template=; with it, it scores like that family.
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    for f in path.iterdir():
+        (odd / f.name).write_bytes(f.read_bytes())
+    cfg = json.loads((odd / "config.json").read_text())
+    cfg.update(model_type="mystery", architectures=["MysteryForCausalLM"])
+    (odd / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UnsupportedModelError, match="template="):
+        Reranker(odd)
+    with pytest.raises(InvalidArgumentError, match="template="):
+        Reranker(odd, template="no-such-template")
+    assert Reranker(odd, template="mxbai-rerank-v2").info.template == "mxbai-rerank-v2"
+    with pytest.raises(InvalidArgumentError, match="must be a str"):
+        Reranker(path, instruction=123)  # type: ignore[arg-type]
+
+
+def test_instruction_is_refused_for_cross_encoders(tiny_model: Path) -> None:
+    with pytest.raises(InvalidArgumentError, match="causal-LM"):
+        Reranker(tiny_model, backend="torch", instruction="find abstracts")
+
+
+def test_unknown_causal_lm_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama"}))
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * 16)
+    with pytest.raises(UnsupportedModelError, match="template="):
+        Reranker(tmp_path)
+
+
+def test_fast_backends_say_what_to_use(causal_models: dict[str, Path]) -> None:
+    with pytest.raises(ExportError, match="backend='torch'"):
+        Reranker(causal_models["qwen3"], backend="openvino")
+    with pytest.raises(InvalidArgumentError, match="int8"):
+        Reranker(causal_models["qwen3"], quantize="int8").score(QUERY, DOCS)
+    bf16 = Reranker(causal_models["qwen3"], quantize="bf16")
+    scores = bf16.score(QUERY, DOCS)
+    assert bf16.backend_name == "torch-bf16" and all(math.isfinite(s) for s in scores)
+
+
+def test_long_documents_keep_the_answer_slot(causal_models: dict[str, Path]) -> None:
+    rr = Reranker(causal_models["qwen3"], max_length=600)
+    long_doc = "aspirin heart risk " * 200
+    enc = rr.engine.encoder(600).encode(QUERY, [long_doc])
+    suffix = rr.engine.tokenizer.encode(TEMPLATES["qwen3-reranker"].suffix, add_special_tokens=False).ids
+    assert len(enc.ids[0]) == 600 and enc.ids[0][-len(suffix) :] == suffix and enc.truncated[0]
+    res = rr.rerank(QUERY, ["short", "aspirin heart risk " * 40], long_documents="windows")
+    long = next(r for r in res if r.index == 1)
+    assert long.windows > 1 and not long.truncated and res.stats.truncated == 0
+
+
+def test_both_adapters_rank_with_a_causal_reranker(causal_models: dict[str, Path]) -> None:
+    from langchain_core.documents import Document
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+    from langchain_crossrank import CrossRankCompressor
+    from llama_index.postprocessor.crossrank import CrossRankRerank
+
+    rr = Reranker(causal_models["qwen3"])
+    expected = _direct(causal_models["qwen3"], TEMPLATES["qwen3-reranker"], QUERY, DOCS)
+    order = [str(i) for i in np.argsort(expected)[::-1][:3]]
+    lc: Any = CrossRankCompressor(reranker=rr, top_n=3).compress_documents(
+        [Document(page_content=d, id=str(i)) for i, d in enumerate(DOCS)], QUERY
+    )
+    li = CrossRankRerank(reranker=rr, top_n=3).postprocess_nodes(
+        [NodeWithScore(node=TextNode(text=d, id_=str(i)), score=0.0) for i, d in enumerate(DOCS)],
+        query_bundle=QueryBundle(QUERY),
+    )
+    assert [d.id for d in lc] == [n.node.node_id for n in li] == order
+    assert [d.metadata["relevance_score"] for d in lc] == pytest.approx(sorted(expected, reverse=True)[:3], abs=1e-4)
+    assert [n.score for n in li] == pytest.approx(sorted(expected, reverse=True)[:3], abs=1e-4)
