@@ -122,3 +122,46 @@ def slice_vectors(scifact_slice, embedder_path: Path) -> dict[str, list[float]]:
     model.max_seq_length = 128
     vecs = model.encode(list(docs.values()), batch_size=64, normalize_embeddings=True)
     return {d: [float(x) for x in v] for d, v in zip(docs, vecs)}
+
+
+# --------------------------------------------------------------------------- unit / integration split
+
+# Fixtures that need the shared assets in ../shared, the bundled embedder, a real Chroma store or a
+# Chroma server. A test is `integration` when it is marked so (itself, its class or its module's
+# pytestmark) or when any of these is in its fixture closure (direct or through another fixture);
+# every other test is `unit`. New fixtures that build such things from the ones below are caught
+# through the closure; one that needs none of them (a server started from tmp_path only) must be
+# named here, or its tests marked `integration`.
+INTEGRATION_FIXTURES = frozenset(
+    {
+        # conftest.py: the shared trained model, BEIR SciFact, the dense embedder and what is built on them
+        "shared_model",
+        "scifact_dir",
+        "scifact",
+        "shared_rr",
+        "scifact_slice",
+        "slice_vectors",
+        "embedder_path",
+        # test files: a Chroma server, real vector stores, a BEIR folder cut from SciFact
+        "server",
+        "lc_store",
+        "li_index",
+        "mini_beir",
+        "dense_runs",
+    }
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m deselection, which reads these markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        integration = item.get_closest_marker("integration") is not None or not INTEGRATION_FIXTURES.isdisjoint(
+            getattr(item, "fixturenames", ())
+        )
+        if integration:
+            if item.get_closest_marker("unit") is not None:
+                raise pytest.UsageError(f"{item.nodeid} is marked unit but needs integration assets or services")
+            if item.get_closest_marker("integration") is None:
+                item.add_marker(pytest.mark.integration)
+        elif item.get_closest_marker("unit") is None:
+            item.add_marker(pytest.mark.unit)

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from crossrank import Candidate, InvalidDocumentTypeError, RankedResults
+from crossrank import Candidate, InvalidDocumentTypeError, RankedResults, Reranker
 from crossrank.integrations import RerankOptions, copy_metadata
 
 try:
@@ -66,6 +66,9 @@ class CrossRankCompressor(RerankOptions, BaseDocumentCompressor):
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    def __init__(self, *, reranker: Reranker | None = None, **data: Any) -> None:
+        super().__init__(reranker=reranker, **data)
 
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None

@@ -182,8 +182,8 @@ def _make_backend(
     spec = BACKENDS[kind]
     cls = getattr(importlib.import_module(spec.module), spec.cls)
     if kind == "torch":
-        return cls(info, device=device, dtype=dtype, trust_remote_code=trust_remote_code)  # type: ignore[no-any-return]
-    return cls(info, quantize=quantize, num_threads=num_threads)  # type: ignore[no-any-return]
+        return cls(info, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    return cls(info, quantize=quantize, num_threads=num_threads)
 
 
 def backend_for(info: ModelInfo, backend: str, device: str | None) -> str:

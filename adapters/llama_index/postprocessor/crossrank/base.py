@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from crossrank import Candidate, InvalidDocumentTypeError, InvalidQueryError, RankedResults
+from crossrank import Candidate, InvalidDocumentTypeError, InvalidQueryError, RankedResults, Reranker
 from crossrank.integrations import RerankOptions, copy_metadata
 
 try:
@@ -38,6 +38,9 @@ class CrossRankRerank(RerankOptions, BaseNodePostprocessor):
     metadata_mode: MetadataMode = Field(
         default=MetadataMode.NONE, description="Which metadata the cross-encoder reads with the node text."
     )
+
+    def __init__(self, *, reranker: Reranker | None = None, **data: Any) -> None:
+        super().__init__(reranker=reranker, **data)
 
     @classmethod
     def class_name(cls) -> str:
@@ -93,7 +96,8 @@ class CrossRankRerank(RerankOptions, BaseNodePostprocessor):
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        bundle, cands, out = self._query(query_bundle), self._candidates(nodes), []
+        bundle, cands = self._query(query_bundle), self._candidates(nodes)
+        out: list[NodeWithScore] = []
         with self._events(bundle, nodes, out):
             out += self._copies(nodes, self._rerank(bundle.query_str, cands))
         return out
@@ -101,7 +105,8 @@ class CrossRankRerank(RerankOptions, BaseNodePostprocessor):
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        bundle, cands, out = self._query(query_bundle), self._candidates(nodes), []
+        bundle, cands = self._query(query_bundle), self._candidates(nodes)
+        out: list[NodeWithScore] = []
         with self._events(bundle, nodes, out):
             out += self._copies(nodes, await self._arerank(bundle.query_str, cands))
         return out
