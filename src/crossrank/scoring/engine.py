@@ -12,14 +12,21 @@ import importlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from crossrank.backends import Backend, is_out_of_memory
 from crossrank.backends.table import BACKEND_CHOICES, BACKENDS, QUANTIZE_CHOICES
-from crossrank.errors import CrossrankError, ExportError, InvalidArgumentError
+from crossrank.errors import (
+    BackendUnavailableError,
+    CrossrankError,
+    ExportError,
+    InvalidArgumentError,
+    ModelLoadError,
+)
 from crossrank.model_files import ModelInfo
 from crossrank.scoring.base import ScoreStats
 from crossrank.scoring.batching import MicroBatcher
@@ -216,17 +223,9 @@ def get_engine(
 ) -> Engine:
     """Load once, share everywhere: the same model asked for twice returns the same engine."""
     kind = backend_for(info, backend, device)
-    key = (
-        str(info.path.resolve()),
-        info.fingerprint,
-        kind,
-        device,
-        quantize,
-        dtype,
-        trust_remote_code,
-        num_threads,
-        info.template,
-        instruction,
+    falls_back = backend == "auto" and info.kind == "cross-encoder" and kind != "torch"
+    key = _key(
+        info, "auto" if falls_back else kind, device, quantize, dtype, trust_remote_code, num_threads, instruction
     )
     with _REGISTRY_LOCK:
         engine = _REGISTRY.get(key)
@@ -234,18 +233,65 @@ def get_engine(
             return engine
         tokenizer = load_tokenizer(info.path)
         family = family_for(info, tokenizer, instruction=instruction)
-        be = _make_backend(
-            kind,
-            info,
-            family,
-            device=device,
-            quantize=quantize,
-            dtype=dtype,
-            trust_remote_code=trust_remote_code,
-            num_threads=num_threads,
-        )
+
+        def build(kind: str, quantize: str) -> Backend:
+            return _make_backend(
+                kind,
+                info,
+                family,
+                device=device,
+                quantize=quantize,
+                dtype=dtype,
+                trust_remote_code=trust_remote_code,
+                num_threads=num_threads,
+            )
+
+        if not falls_back:
+            try:
+                be = build(kind, quantize)
+            except ExportError as exc:
+                raise ExportError(
+                    f"{exc}. backend={kind!r}, quantize={quantize!r} cannot run {info.name} ({info.model_type}); "
+                    "use backend='auto' (it falls back to what works) or backend='torch'"
+                ) from exc
+        else:
+            be = _first_that_builds(info, kind, quantize, build)
         engine = _REGISTRY[key] = Engine(info, be, tokenizer, family)
         return engine
+
+
+def _key(info: ModelInfo, *settings: object) -> tuple[object, ...]:
+    return (str(info.path.resolve()), info.fingerprint, info.template, *settings)
+
+
+def _first_that_builds(info: ModelInfo, first: str, quantize: str, build: Callable[[str, str], Backend]) -> Backend:
+    """``auto``: the first backend in the fallback chain that builds; one warning if it is not the first."""
+    from crossrank.scoring import auto
+
+    choices = auto.chain(first, quantize)
+    known = auto.remembered(info, quantize)
+    if known is not None and known in choices:
+        choices = choices[choices.index(known) :]
+        log.info("%s: using %s %s, as decided on an earlier start", info.name, *known)
+    failures: list[str] = []
+    for i, (kind, q) in enumerate(choices):
+        try:
+            be = build(kind, q)
+        except (ExportError, ModelLoadError, BackendUnavailableError) as exc:
+            if i == len(choices) - 1:
+                raise
+            failures.append(f"{kind} {q}: {exc}")
+            continue
+        if failures:
+            warnings.warn(
+                f"{info.name}: {'; '.join(failures)}. Running {be.name} instead (remembered for the next start; "
+                f"delete {auto._memory_file(info, quantize)} to try again).",
+                RuntimeWarning,
+                stacklevel=5,
+            )
+            auto.remember(info, quantize, (kind, q), failures)
+        return be
+    raise AssertionError("unreachable: the last choice either builds or raises")  # pragma: no cover
 
 
 def clear_engines() -> None:

@@ -60,6 +60,7 @@ class LocalScorer:
                 f"{self.info.kind}, whose input is the plain (query, document) pair"
             )
         self.instruction = instruction
+        self.requested_backend = backend  # "auto" may fall back when the model will not export (scoring/auto.py)
         self.backend = backend_for(self.info, backend, device)
         self.device = device
         self.quantize = quantize
@@ -85,7 +86,7 @@ class LocalScorer:
                 if self._engine is None:
                     self._engine = get_engine(
                         self.info,
-                        backend=self.backend,
+                        backend=self.requested_backend,
                         device=self.device,
                         quantize=self.quantize,
                         trust_remote_code=self.trust_remote_code,
