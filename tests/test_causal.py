@@ -164,3 +164,18 @@ def test_both_adapters_rank_with_a_causal_reranker(causal_models: dict[str, Path
     assert [d.id for d in lc] == [n.node.node_id for n in li] == order
     assert [d.metadata["relevance_score"] for d in lc] == pytest.approx(sorted(expected, reverse=True)[:3], abs=1e-4)
     assert [n.score for n in li] == pytest.approx(sorted(expected, reverse=True)[:3], abs=1e-4)
+
+
+def test_shared_prefix_path_equals_full_prompts(causal_models: dict[str, Path]) -> None:
+    """The KV-cache prefix path (off by default: slower on CPU, see benchmarks/causal_prefix.py) stays exact."""
+    rr = Reranker(causal_models["qwen3"], batch_size=8)
+    full = rr.score(QUERY, DOCS)
+    backend: Any = rr.engine.backend
+    backend.share_prefix = True
+    try:
+        shared = rr.score(QUERY + " today", DOCS)  # a new query: no cache involved
+        backend.share_prefix = False
+        assert shared == pytest.approx(rr.score(QUERY + " today", DOCS), abs=1e-4)
+        assert backend.shared_tokens > 0 and full != shared
+    finally:
+        backend.share_prefix = False

@@ -2,6 +2,10 @@
 
 Only the answer tokens' columns leave the model (``logits_to_keep=1`` where transformers supports
 it, so the full vocabulary projection runs for one position, not every token).
+
+``share_prefix=True`` runs the prompt part every row of a batch shares (system text, instruction,
+query) once, and the rows' remainders against its key/value cache; whether that pays is measured
+in benchmarks/causal_prefix.py (it is off by default unless it wins there).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ class CausalTorchBackend:
         device: str | None = None,
         quantize: str = "auto",
         trust_remote_code: bool = False,
+        share_prefix: bool = False,
+        min_shared: int = 16,
     ) -> None:
         try:
             import torch
@@ -60,10 +66,23 @@ class CausalTorchBackend:
         self._device = dev
         self._columns = torch.tensor(list(token_ids), dtype=torch.long, device=dev)
         self._keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+        # transformers renamed ``past_key_values`` to ``cache``; pass whichever this version takes.
+        self._cache_arg = (
+            "cache" if "cache" in inspect.signature(model.get_decoder().forward).parameters else "past_key_values"
+        )
         self.name = f"torch-{self.dtype}" + ("" if dev == "cpu" else f"@{dev}")
         self.preferred_batch_size = 8
+        self.share_prefix = share_prefix
+        self.min_shared = min_shared
+        self.shared_tokens = 0  # prefix tokens not recomputed thanks to sharing, for tests and benchmarks
 
     def forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """Answer-token logits at each row's last position, (batch, len(token_ids)) float32."""
+        if self.share_prefix and len(batch["input_ids"]) > 1:
+            rows = [r[m.astype(bool)] for r, m in zip(batch["input_ids"], batch["attention_mask"])]
+            shared = _common_prefix(rows)
+            if shared >= self.min_shared and all(len(r) > shared for r in rows):
+                return self._forward_shared(rows, shared)
         torch = self._torch
         with torch.inference_mode():
             kwargs: dict[str, Any] = {
@@ -74,3 +93,48 @@ class CausalTorchBackend:
                 kwargs["logits_to_keep"] = 1
             logits = self._model(**kwargs).logits[:, -1, :]
             return np.asarray(logits[:, self._columns].float().cpu().numpy(), dtype=np.float32)
+
+    def _forward_shared(self, rows: list[np.ndarray], shared: int) -> np.ndarray:
+        """The shared prefix once (batch 1), then every remainder (right-padded) against its cache."""
+        torch = self._torch
+        n = len(rows)
+        tails = [r[shared:] for r in rows]
+        width = max(len(t) for t in tails)
+        ids = np.zeros((n, width), dtype=np.int64)
+        mask = np.zeros((n, shared + width), dtype=np.int64)
+        mask[:, :shared] = 1
+        for i, t in enumerate(tails):
+            ids[i, : len(t)] = t
+            mask[i, shared : shared + len(t)] = 1
+        base = self._model.get_decoder()
+        with torch.inference_mode():
+            prefix = torch.from_numpy(np.asarray(rows[0][:shared], dtype=np.int64)[None, :]).to(self._device)
+            first = base(input_ids=prefix, use_cache=True)
+            cache = getattr(first, "cache", None) or first.past_key_values
+            cache.batch_repeat_interleave(n)
+            hidden = base(
+                input_ids=torch.from_numpy(ids).to(self._device),
+                attention_mask=torch.from_numpy(mask).to(self._device),
+                use_cache=True,
+                **{self._cache_arg: cache},
+            ).last_hidden_state
+            last = hidden[torch.arange(n), torch.tensor([len(t) - 1 for t in tails])]
+            head = self._model.get_output_embeddings()
+            logits = last @ head.weight[self._columns].T
+            if getattr(head, "bias", None) is not None:
+                logits = logits + head.bias[self._columns]
+            cap = getattr(self._model.config, "final_logit_softcapping", None)
+            if cap:
+                logits = torch.tanh(logits / cap) * cap
+        self.shared_tokens += shared * (n - 1)
+        return np.asarray(logits.float().cpu().numpy(), dtype=np.float32)
+
+
+def _common_prefix(rows: list[np.ndarray]) -> int:
+    """Length of the token prefix every row shares."""
+    first = rows[0]
+    n = min(len(r) for r in rows)
+    for r in rows[1:]:
+        diff = np.nonzero(r[:n] != first[:n])[0]
+        n = int(diff[0]) if len(diff) else n
+    return n
