@@ -36,19 +36,22 @@ def main() -> int:
 
     from crossrank import Reranker
     from crossrank.backends import default_threads
-    from crossrank.cli.bench import _passages
+    from crossrank.cli.bench import passages
+    from crossrank.scoring.pairs import pad_batch
 
-    docs = _passages(args.model, Path(args.dataset) / "corpus.jsonl", 200, 100)
+    docs = passages(args.model, Path(args.dataset) / "corpus.jsonl", 200, 100)
     query = "Vitamin D deficiency is associated with a higher risk of cancer"
     rr = Reranker(args.model, backend="openvino", quantize=args.quantize)
     rr.score(query, docs[:2])
-    backend = rr.engine.backend
-    encoder = rr.engine.encoder(rr.max_length)
-    enc = encoder.encode(query, docs)
+    engine = rr.engine
+    backend = engine.backend
+    if rr.max_length is None:
+        raise SystemExit("profile_ops needs a local model with a max_length")
+    enc = engine.encoder(rr.max_length).encode(query, docs)
     order = sorted(range(len(enc.ids)), key=lambda i: len(enc.ids[i]))
     bs = backend.preferred_batch_size  # type: ignore[attr-defined]
     batches = [
-        encoder.pad([enc.ids[i] for i in chunk], [enc.types[i] for i in chunk])
+        pad_batch([enc.ids[i] for i in chunk], [enc.types[i] for i in chunk], pad_id=engine.pad_id)
         for chunk in (order[s : s + bs] for s in range(0, len(order), bs))
     ]
     cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": default_threads(), "PERF_COUNT": True}

@@ -3,11 +3,14 @@
     python benchmarks/quality_table.py --model ../shared/models/crossrank-minilm-l6-scifact \
         --dataset ../shared/data/beir-scifact --json quality.json          # all 300 test queries
 
-BM25, dense (Chroma + all-MiniLM-L6-v2) and hybrid (RRF of both) each give top-100 candidates per
-query; each reranker setting (max_length × long_documents) scores them once (a shared score cache
-makes overlapping candidates and the fusion variants free), so the whole table costs about one
-rerank pass per setting. Latency is the rerank time per query measured on the hybrid pass, where
-nothing is cached yet; the other first stages give the same number of candidates.
+A thin wrapper over ``crossrank eval`` (:func:`crossrank.cli.eval.run_eval`), which computes the
+rows: BM25, dense (Chroma + all-MiniLM-L6-v2) and hybrid (RRF of both) top-100 candidates from
+:func:`crossrank.retrieval.first_stage.first_stage`, the same code as ``Pipeline(hybrid=True)``,
+each reranked under every setting (max_length × long_documents) with and without fusion, with one
+score cache per max_length. This script adds what the README quotes besides the table: nDCG@10 on
+the queries whose relevant abstract is longer than 256 tokens, and the calibration of sigmoid
+thresholds on the hybrid candidates. Latency is the rerank time per query on the hybrid pass,
+where nothing is cached yet; the other first stages give the same number of candidates.
 
 ``--reference N`` adds the loses-nothing check on the first N queries' dense top-100:
 sentence-transformers ``CrossEncoder.predict`` (fp32) against crossrank's torch backend (the order
@@ -21,16 +24,15 @@ import json
 import math
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from crossrank import Candidate, Reranker
-from crossrank.cli.eval import dense_stage
-from crossrank.retrieval.beir import evaluate, load_beir, ndcg_at_k
-from crossrank.scales import rrf_merge
+from crossrank import Reranker
+from crossrank.cli.eval import run_eval
+from crossrank.results import RankedResults
+from crossrank.retrieval.beir import BeirDataset, dense_pipeline, evaluate, first_stage_runs, load_beir, ndcg_at_k
 
 SETTINGS = {  # name: (max_length, long_documents, first stages)
     "256 truncate": (256, "truncate", ("hybrid", "dense", "bm25")),
@@ -38,65 +40,75 @@ SETTINGS = {  # name: (max_length, long_documents, first stages)
     "512 truncate": (512, "truncate", ("hybrid",)),
     "512 windows": (512, "windows", ("hybrid",)),
 }
+STAGES = ("hybrid", "dense", "bm25")
 
 
-def first_stages(ds: Any, queries: list[tuple[str, str]], k: int, db: str | None) -> dict[str, dict[str, list[str]]]:
-    from crossrank.retrieval.bm25 import BM25Index
+def first_stages(
+    ds: BeirDataset, queries: list[tuple[str, str]], k: int, db: str | None, stages: tuple[str, ...] = STAGES
+) -> dict[str, dict[str, list[str]]]:
+    """Each first stage's top-``k`` ids per query, from the one ``first_stage()`` code path."""
+    dense = dense_pipeline(ds, db=db) if {"dense", "hybrid"} & set(stages) else None
+    return first_stage_runs(ds, queries, stages, candidates=k, dense=dense)[0]
 
-    ids = list(ds.corpus)
-    bm25 = BM25Index(ids, [ds.doc_text(d) for d in ids])
-    pipe = dense_stage(ds, embedder=None, db=db, chroma_url=None, collection=None, progress=True)
-    out: dict[str, dict[str, list[str]]] = {"bm25": {}, "dense": {}, "hybrid": {}}
-    for qid, text in tqdm(queries, desc="first stages", unit="query"):
-        out["bm25"][qid] = [d for d, _ in bm25.search(text, k)]
-        out["dense"][qid] = [c.id or "" for c, _ in pipe.retrieve(text, candidates=k)]
-        out["hybrid"][qid] = rrf_merge([out["bm25"][qid], out["dense"][qid]])[:k]
+
+def groups(names: list[str]) -> dict[tuple[int, tuple[str, ...]], list[str]]:
+    """The named settings as ``crossrank eval`` runs: {(max_length, first stages): [long_documents, ...]}."""
+    out: dict[tuple[int, tuple[str, ...]], list[str]] = {}
+    for name in names:
+        max_length, mode, stages = SETTINGS[name]
+        out.setdefault((max_length, stages), []).append(mode)
     return out
 
 
-def rerank_setting(
-    model: str, ds: Any, queries: list[tuple[str, str]], stages: dict[str, dict[str, list[str]]], name: str
-) -> list[dict[str, Any]]:
-    max_length, mode, which = SETTINGS[name]
-    rr = Reranker(model, max_length=max_length, long_documents=mode, cache_size=1_000_000)
-    rows: list[dict[str, Any]] = []
-    latency: list[float] = []
-    calib: list[tuple[float, bool]] = []  # (sigmoid score, relevant) over the hybrid candidates
-    for stage in which:
-        runs: dict[str, dict[str, list[str]]] = {"none": {}, "rrf": {}}
-        cut = 0
-        windows = docs = 0
-        for qid, text in tqdm(queries, desc=f"{name} · {stage}", unit="query"):
-            cands = [Candidate(ds.doc_text(d), id=d) for d in stages[stage][qid]]
-            t = time.perf_counter()
-            res = rr.rerank(text, cands)
-            if stage == "hybrid":
-                latency.append(time.perf_counter() - t)
-                rel = ds.qrels.get(qid, {})
-                calib += [(1 / (1 + math.exp(-r.raw_score)), rel.get(r.id or "", 0) > 0) for r in res]
-            runs["none"][qid] = [r.id or "" for r in res]
-            runs["rrf"][qid] = [r.id or "" for r in rr.rerank(text, cands, fusion="rrf")]  # all cache hits
-            cut += sum(r.truncated for r in res)
-            windows += sum(r.windows for r in res)
-            docs += len(res)
-        for fusion in ("none", "rrf"):
-            rows.append(
-                {
-                    "first_stage": stage,
-                    "setting": name,
-                    "fusion": fusion,
-                    "backend": rr.backend_name,
-                    "metrics": evaluate(runs[fusion], ds.qrels),
-                    "runs": runs[fusion],
-                    "truncated_fraction": cut / docs,
-                    "windows_per_doc": windows / docs,
-                }
+def rerank_group(
+    model: str,
+    ds: BeirDataset,
+    queries: list[tuple[str, str]],
+    group: tuple[int, tuple[str, ...]],
+    modes: list[str],
+    k: int,
+    db: str | None,
+) -> tuple[list[dict[str, Any]], dict[tuple[Any, ...], dict[str, list[str]]]]:
+    """One ``crossrank eval`` run: the group's first stages under ``max_length`` × ``modes`` × fusion none/rrf.
+
+    Returns its rows (``setting`` added, and ``calibration`` on each hybrid row without fusion)
+    and every row's per-query ranking keyed by (first stage, max_length, long_documents, fusion).
+    """
+    max_length, stages = group
+    runs: dict[tuple[Any, ...], dict[str, list[str]]] = {}
+    calib: dict[tuple[Any, ...], list[tuple[float, bool]]] = {}  # (sigmoid score, relevant), hybrid, no fusion
+
+    def observe(setting: dict[str, Any], qid: str, res: RankedResults) -> None:
+        """Keep each row's ranking, and the hybrid candidates' sigmoid scores for calibration."""
+        key = (setting["first_stage"], setting["max_length"], setting["long_documents"], setting["fusion"])
+        runs.setdefault(key, {})[qid] = [r.id or "" for r in res]
+        if setting["first_stage"] == "hybrid" and setting["fusion"] == "none":
+            rel = ds.qrels.get(qid, {})
+            calib.setdefault(key, []).extend(
+                (1 / (1 + math.exp(-r.raw_score)), rel.get(r.id or "", 0) > 0) for r in res
             )
-    p50 = statistics.median(latency) * 1000
-    for r in rows:
-        r["rerank_ms_p50"] = p50
-    rows[0]["calibration"] = calibration(calib)
-    return rows
+
+    report = run_eval(
+        ds,
+        model=model,
+        limit=len(queries),
+        candidates=k,
+        first_stage=stages,
+        fusion=["none", "rrf"],
+        max_length=max_length,
+        long_documents=modes,
+        db=db,
+        observe=observe,
+    )
+    rows = report["rows"]
+    for row in rows:
+        key = (row["first_stage"], row["max_length"], row["long_documents"], row["fusion"])
+        row["setting"] = f"{row['max_length']} {row['long_documents']}"
+        row["backend"] = report["backend"]
+        row["rerank_ms_p50"] = row["rerank_ms"]["p50"]
+        if key in calib:
+            row["calibration"] = calibration(calib[key])
+    return rows, runs
 
 
 THRESHOLDS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
@@ -121,7 +133,7 @@ def calibration(pairs: list[tuple[float, bool]]) -> list[dict[str, float]]:
     return out
 
 
-def long_doc_subset(ds: Any, model: str, queries: list[tuple[str, str]], max_length: int) -> list[str]:
+def long_doc_subset(ds: BeirDataset, model: str, queries: list[tuple[str, str]], max_length: int) -> list[str]:
     """Queries with a relevant document that does not fit beside the query at ``max_length``."""
     rr = Reranker(model, max_length=max_length)
     out = []
@@ -138,7 +150,10 @@ def by_score(ids: list[str], scores: list[float]) -> list[str]:
     return [ids[i] for i in sorted(range(len(ids)), key=lambda i: (-scores[i], i))]
 
 
-def reference(model: str, ds: Any, queries: list[tuple[str, str]], dense: dict[str, list[str]]) -> dict[str, Any]:
+def reference(
+    model: str, ds: BeirDataset, queries: list[tuple[str, str]], dense: dict[str, list[str]]
+) -> dict[str, Any]:
+    """sentence-transformers vs crossrank torch (same order?) and the fast default on the dense top-100."""
     from sentence_transformers import CrossEncoder
 
     ce = CrossEncoder(model, device="cpu")
@@ -174,7 +189,9 @@ def reference(model: str, ds: Any, queries: list[tuple[str, str]], dense: dict[s
 FIDELITY = (("onnx", "fp32"), ("openvino", "bf16"), ("openvino", "int8"))
 
 
-def fidelity(model: str, ds: Any, queries: list[tuple[str, str]], dense: dict[str, list[str]]) -> dict[str, Any]:
+def fidelity(
+    model: str, ds: BeirDataset, queries: list[tuple[str, str]], dense: dict[str, list[str]]
+) -> dict[str, Any]:
     """Every query's dense top-100 through fp32 and each fast variant: the nDCG@10 gap with less noise.
 
     The fp32 ONNX export matches crossrank's torch backend within 1e-4 (tests), and torch matches
@@ -208,6 +225,7 @@ def fidelity(model: str, ds: Any, queries: list[tuple[str, str]], dense: dict[st
 
 
 def table(first: dict[str, dict[str, float]], rows: list[dict[str, Any]], subset: dict[str, Any]) -> str:
+    """The README's quality table, with the long-document subset column."""
     lines = [
         "| first stage (top-100) | rerank | fusion | nDCG@10 | R@10 | long-doc queries nDCG@10 | rerank ms/query |",
         "|---|---|---|---:|---:|---:|---:|",
@@ -227,6 +245,7 @@ def table(first: dict[str, dict[str, float]], rows: list[dict[str, Any]], subset
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Build the table (or only ``--fidelity``), print it, and write ``--json`` if asked."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--dataset", required=True)
@@ -243,10 +262,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ds = load_beir(args.dataset)
     queries = ds.test_queries(args.limit)
-    stages = first_stages(ds, queries, args.candidates, args.db)
-    first = {s: evaluate(r, ds.qrels) for s, r in stages.items()}
     if args.fidelity:
-        fid = fidelity(args.model, ds, queries, stages["dense"])
+        dense = first_stages(ds, queries, args.candidates, args.db, ("dense",))["dense"]
+        fid = fidelity(args.model, ds, queries, dense)
         print("| dense top-100, truncate | nDCG@10 | vs fp32 (± s.e.) | queries changed | top-10 overlap vs fp32 |")
         print("|---|---:|---:|---:|---:|")
         for name, v in fid["variants"].items():
@@ -257,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(fid, indent=1))
         return 0
+    stages = first_stages(ds, queries, args.candidates, args.db)
+    first = {s: evaluate(r, ds.qrels) for s, r in stages.items()}
     long_q = long_doc_subset(ds, args.model, queries, 256)
     subset: dict[str, Any] = {
         "max_length": 256,
@@ -264,9 +284,11 @@ def main(argv: list[str] | None = None) -> int:
         "first": {s: evaluate({q: r[q] for q in long_q}, ds.qrels)["ndcg@10"] for s, r in stages.items()},
     }
     rows: list[dict[str, Any]] = []
-    for name in args.settings.split(","):
-        for r in rerank_setting(args.model, ds, queries, stages, name):
-            r["subset_ndcg@10"] = evaluate({q: r["runs"][q] for q in long_q}, ds.qrels)["ndcg@10"]
+    for group, modes in groups([n.strip() for n in args.settings.split(",") if n.strip()]).items():
+        group_rows, runs = rerank_group(args.model, ds, queries, group, modes, args.candidates, args.db)
+        for r in group_rows:
+            ranked = runs[(r["first_stage"], r["max_length"], r["long_documents"], r["fusion"])]
+            r["subset_ndcg@10"] = evaluate({q: ranked[q] for q in long_q}, ds.qrels)["ndcg@10"]
             rows.append(r)
         print(table(first, rows, subset), flush=True)  # so a later failure loses nothing measured
     out: dict[str, Any] = {
@@ -274,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "candidates": args.candidates,
         "first_stage": first,
         "long_doc_subset": subset,
-        "rows": [{k: v for k, v in r.items() if k != "runs"} for r in rows],
+        "rows": rows,
     }
     if args.reference:
         out["reference"] = reference(args.model, ds, queries[: args.reference], stages["dense"])

@@ -11,7 +11,6 @@ Options: --model / --embedder (or CROSSRANK_MODEL / CROSSRANK_EMBEDDER), --db (C
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 
 import chromadb
@@ -25,23 +24,25 @@ from langchain_core.runnables import RunnablePassthrough
 from langchain_huggingface import HuggingFaceEmbeddings
 
 from crossrank import Reranker
-from crossrank.cli import demo_files
-from crossrank.retrieval.beir import read_jsonl
+from crossrank.demo_data import corpus_path
+from crossrank.jsonl import read_jsonl
+from crossrank.model_files import default_model
 from crossrank.retrieval.embeddings import resolve_embedder
 from langchain_crossrank import CrossRankCompressor
 
 
 def main() -> None:
+    """Index the demo corpus in Chroma, retrieve, rerank, and print before and after."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=os.environ.get("CROSSRANK_MODEL", "cross-encoder/ms-marco-MiniLM-L6-v2"))
-    p.add_argument("--embedder", default=os.environ.get("CROSSRANK_EMBEDDER"))
+    p.add_argument("--model", default=default_model())
+    p.add_argument("--embedder", default=None, help="default: $CROSSRANK_EMBEDDER or all-MiniLM-L6-v2")
     p.add_argument("--db", default=None, help="Chroma folder (default: a temporary one)")
     p.add_argument("--query", default="Does aspirin prevent heart attacks in healthy older people?")
     args = p.parse_args()
 
     # 1. A real Chroma collection over the sample corpus that ships with crossrank.
-    corpus, _ = demo_files()
-    docs = [Document(page_content=r["text"], metadata=r["metadata"], id=r["_id"]) for r in read_jsonl(corpus)]
+    rows = read_jsonl(corpus_path())
+    docs = [Document(page_content=r["text"], metadata=r["metadata"], id=r["_id"]) for r in rows]
     embeddings = HuggingFaceEmbeddings(model_name=resolve_embedder(args.embedder), model_kwargs={"device": "cpu"})
     client = chromadb.PersistentClient(path=args.db or tempfile.mkdtemp(prefix="crossrank-lc-"))
     store = Chroma(

@@ -11,7 +11,6 @@ Options: --model / --embedder (or CROSSRANK_MODEL / CROSSRANK_EMBEDDER), --db (C
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 
 import chromadb
@@ -22,23 +21,25 @@ from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
 from crossrank import Reranker
-from crossrank.cli import demo_files
-from crossrank.retrieval.beir import read_jsonl
+from crossrank.demo_data import corpus_path
+from crossrank.jsonl import read_jsonl
+from crossrank.model_files import default_model
 from crossrank.retrieval.embeddings import resolve_embedder
 from llama_index.postprocessor.crossrank import CrossRankRerank
 
 
 def main() -> None:
+    """Index the demo corpus in Chroma, retrieve, rerank, and print before and after."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=os.environ.get("CROSSRANK_MODEL", "cross-encoder/ms-marco-MiniLM-L6-v2"))
-    p.add_argument("--embedder", default=os.environ.get("CROSSRANK_EMBEDDER"))
+    p.add_argument("--model", default=default_model())
+    p.add_argument("--embedder", default=None, help="default: $CROSSRANK_EMBEDDER or all-MiniLM-L6-v2")
     p.add_argument("--db", default=None, help="Chroma folder (default: a temporary one)")
     p.add_argument("--query", default="Is salt intake linked to high blood pressure?")
     args = p.parse_args()
 
     # 1. A real Chroma collection behind a LlamaIndex VectorStoreIndex.
-    corpus, _ = demo_files()
-    nodes = [TextNode(text=r["text"], id_=r["_id"], metadata=r["metadata"]) for r in read_jsonl(corpus)]
+    rows = read_jsonl(corpus_path())
+    nodes = [TextNode(text=r["text"], id_=r["_id"], metadata=r["metadata"]) for r in rows]
     client = chromadb.PersistentClient(path=args.db or tempfile.mkdtemp(prefix="crossrank-li-"))
     collection = client.get_or_create_collection("li-example", metadata={"hnsw:space": "cosine"})
     embed = HuggingFaceEmbedding(model_name=resolve_embedder(args.embedder), device="cpu")

@@ -190,7 +190,45 @@ def test_eval_end_to_end(
         assert 0 < m["ndcg@10"] <= 1 and 0 < m["recall@100"] <= 1 and m["queries"] == 12
     assert rep["latency_ms"]["rerank"]["p95"] >= rep["latency_ms"]["rerank"]["p50"] > 0
     code, out, _ = run(capsys, *argv, "--limit", "3")
-    assert code == 0 and "nDCG@10" in out and "Δ rerank" in out and "latency per query" in out
+    assert code == 0 and "| first stage | rerank | fusion | nDCG@10 | R@10 | ms/query |" in out
+    assert f"| {first_stage} | — | — |" in out and "latency per query" in out
+
+
+@pytest.mark.integration
+def test_eval_several_settings_share_one_score_cache(
+    capsys: pytest.CaptureFixture[str], mini_beir: Path, tmp_path: Path, shared_model: Path, embedder_path: Path
+) -> None:
+    """One run, every first stage × long_documents × fusion; hybrid's candidates all come from the dense
+    and BM25 lists, so once those are reranked the hybrid rows need no model call at all."""
+    argv = ["eval", str(mini_beir), "--db", str(tmp_path / "db"), "--model", str(shared_model)]
+    argv += ["--embedder", str(embedder_path), "--candidates", "20", "--limit", "3", "--max-length", "128"]
+    argv += ["--first-stage", "dense,bm25,hybrid", "--fusion", "none,rrf", "--long-documents", "truncate,windows"]
+    code, out, _ = run(capsys, *argv, "--json")
+    assert code == 0
+    rep = json.loads(out)
+    assert list(rep["first_stages"]) == ["dense", "bm25", "hybrid"] and "metrics" not in rep
+    rows = rep["rows"]
+    assert len(rows) == 3 * 2 * 2
+    assert [(r["first_stage"], r["long_documents"], r["fusion"]) for r in rows[:4]] == [
+        ("dense", "truncate", "none"),
+        ("dense", "truncate", "rrf"),
+        ("dense", "windows", "none"),
+        ("dense", "windows", "rrf"),
+    ]
+    for r in rows:
+        assert r["max_length"] == 128 and 0 < r["metrics"]["ndcg@10"] <= 1
+        if r["first_stage"] == "hybrid":
+            assert r["pairs_scored"] == 0 and r["cache_hits"] == 3 * 20
+    assert next(r for r in rows if r["long_documents"] == "windows")["windows_per_doc"] > 1
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and out.count("| hybrid |") == 1 + 4 and "| bm25 | windows 128 | rrf |" in out
+
+
+def test_eval_rejects_unknown_choices(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    for flag, value in (("--first-stage", "dense,sparse"), ("--fusion", "none,max"), ("--max-length", "0")):
+        with pytest.raises(SystemExit) as exc:
+            main(["eval", str(tmp_path), flag, value])
+        assert exc.value.code == 2 and f"error: argument {flag}: " in capsys.readouterr().err
 
 
 def test_eval_missing_dataset(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -8,11 +8,13 @@ Methods (one table, alternating order within each repeat, medians):
   (d) onnx-int8     crossrank, ONNX Runtime dynamic int8 (the CPU default without bf16 units)
   (e) openvino-bf16 crossrank, OpenVINO bf16
   (f) openvino-int8 crossrank, OpenVINO static int8 (the CPU default where VNNI and OpenVINO are there)
-Cold start and peak RSS are measured in fresh subprocesses, one per method.
+Cold start and peak RSS are measured in fresh subprocesses, one per method. The crossrank methods
+are :data:`crossrank.backends.table.BENCH_METHODS`; "st" is the baseline every ratio is against.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import subprocess
@@ -22,30 +24,73 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-METHODS = ("st", "torch", "onnx-fp32", "onnx-int8", "openvino-bf16", "openvino-int8")
+from crossrank.backends.table import BENCH_METHODS
+from crossrank.cli import common
+from crossrank.errors import InvalidArgumentError
+from crossrank.jsonl import iter_jsonl
+
+METHODS: tuple[str, ...] = ("st", *BENCH_METHODS)
 
 
-def _passages(model: str, corpus: Path, tokens: int, n: int) -> list[str]:
-    """``n`` SciFact abstracts cut to about ``tokens`` tokens each (repeating text when one is too short)."""
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``bench`` on the ``crossrank`` subparsers."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "bench", help="benchmark scoring paths side by side (speed, cold start, RSS, fidelity)"
+    )
+    p.add_argument("--model", default=None, help="cross-encoder folder (default: $CROSSRANK_MODEL)")
+    p.add_argument("--dataset", required=True, help="BEIR folder for passages and fidelity (e.g. beir-scifact)")
+    p.add_argument("--quick", action="store_true", help="headline workload only (100 candidates × 200 tokens)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--methods", default=None, help=f"comma list from {','.join(METHODS)}")
+    p.add_argument("--fidelity-queries", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark; print the Markdown tables (or everything but the table as JSON)."""
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else METHODS
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise InvalidArgumentError(f"unknown --methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
+    res = benchmark(
+        common.model(args),
+        Path(args.dataset),
+        quick=args.quick,
+        repeats=args.repeats,
+        methods=methods,
+        fidelity_queries=args.fidelity_queries,
+    )
+    print(json.dumps({k: v for k, v in res.items() if k != "table"}) if args.json else res["table"])
+    return 0
+
+
+def passages(model: str | Path, corpus: Path, tokens: int, n: int) -> list[str]:
+    """The first ``n`` documents of a BEIR ``corpus.jsonl`` as "title text", each cut to exactly ``tokens`` tokens.
+
+    Tokens are counted with the model's own ``tokenizer.json`` (no special tokens); a document too
+    short is repeated until it is long enough. This is the fixed-size workload of every speed table
+    (``crossrank bench``, ``benchmarks/profile_ops.py``), so backends are timed on identical input.
+    """
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(Path(model) / "tokenizer.json"))
     tok.no_truncation()
     out: list[str] = []
-    with corpus.open() as f:
-        for line in f:
-            row = json.loads(line)
-            text = f"{row.get('title', '')} {row['text']}".strip()
-            while len(tok.encode(text, add_special_tokens=False).ids) < tokens:
-                text = f"{text} {text}"
-            enc = tok.encode(text, add_special_tokens=False)
-            out.append(text[: enc.offsets[tokens - 1][1]])
-            if len(out) == n:
-                break
+    for _, row in iter_jsonl(corpus):
+        text = f"{row.get('title', '')} {row['text']}".strip()
+        while len(tok.encode(text, add_special_tokens=False).ids) < tokens:
+            text = f"{text} {text}"
+        enc = tok.encode(text, add_special_tokens=False)
+        out.append(text[: enc.offsets[tokens - 1][1]])
+        if len(out) == n:
+            break
     return out
 
 
-def _scorer(method: str, model: str) -> Callable[[str, list[str]], list[float]]:
+def scorer(method: str, model: str) -> Callable[[str, list[str]], list[float]]:
+    """``(query, docs) -> scores`` for one method: "st" (sentence-transformers) or a ``BENCH_METHODS`` name."""
     if method == "st":
         from sentence_transformers import CrossEncoder
 
@@ -53,25 +98,20 @@ def _scorer(method: str, model: str) -> Callable[[str, list[str]], list[float]]:
         return lambda q, docs: [float(x) for x in ce.predict([(q, d) for d in docs], batch_size=32)]
     from crossrank.reranker import Reranker
 
-    kwargs: dict[str, Any] = {
-        "torch": {"backend": "torch"},
-        "onnx-fp32": {"backend": "onnx", "quantize": "fp32"},
-        "onnx-int8": {"backend": "onnx", "quantize": "int8"},
-        "openvino-bf16": {"backend": "openvino", "quantize": "bf16"},
-        "openvino-int8": {"backend": "openvino", "quantize": "int8"},
-    }[method]
-    rr = Reranker(model, **kwargs)
+    backend, quantize = BENCH_METHODS[method]
+    rr = Reranker(model, backend=backend, quantize=quantize)
     return rr.score
 
 
 def speed(
     model: str, corpus: Path, workloads: list[tuple[int, int]], methods: tuple[str, ...], repeats: int
 ) -> list[dict[str, Any]]:
-    scorers = {m: _scorer(m, model) for m in methods}
+    """Median wall time per method for each (candidates, tokens) workload, methods alternating order."""
+    scorers = {m: scorer(m, model) for m in methods}
     query = "Vitamin D deficiency is associated with a higher risk of cancer"
     rows = []
     for n, tokens in workloads:
-        docs = _passages(model, corpus, tokens, n)
+        docs = passages(model, corpus, tokens, n)
         for fn in scorers.values():  # warm-up: kernels, allocators, lazy loads
             fn(query, docs[:8])
         times: dict[str, list[float]] = {m: [] for m in methods}
@@ -101,12 +141,12 @@ _PROBE = """
 import json, sys, time
 t0 = time.perf_counter()
 method, model, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-from crossrank.cli.bench import _scorer, _passages
+from crossrank.cli.bench import scorer, passages
 from pathlib import Path
-fn = _scorer(method, model)
+fn = scorer(method, model)
 fn("warm up query", ["a first result"])
 cold = time.perf_counter() - t0
-docs = _passages(model, Path(sys.argv[4]), 200, n)
+docs = passages(model, Path(sys.argv[4]), 200, n)
 fn("Vitamin D deficiency is associated with a higher risk of cancer", docs)
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec from the parent process.
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
@@ -115,9 +155,10 @@ print(json.dumps({"cold_start_s": cold, "peak_rss_mb": hwm / 1024}))
 
 
 def cold_and_memory(model: str, corpus: Path, methods: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Cold start and peak RSS of each method, each in a fresh subprocess."""
     out = {}
     for m in methods:
-        _scorer(m, model)  # make sure any ONNX export is cached before timing a cold start
+        scorer(m, model)  # make sure any ONNX export is cached before timing a cold start
         res = subprocess.run(
             [sys.executable, "-c", _PROBE, m, model, "100", str(corpus)], capture_output=True, text=True, check=True
         )
@@ -127,17 +168,14 @@ def cold_and_memory(model: str, corpus: Path, methods: tuple[str, ...]) -> dict[
 
 def fidelity(model: str, dataset: Path, methods: tuple[str, ...], queries: int) -> dict[str, dict[str, float]]:
     """Top-10 overlap with (a) and nDCG@10 on BM25 top-100 candidates of the first SciFact test queries."""
-    from crossrank.retrieval.beir import evaluate, load_beir
-    from crossrank.retrieval.bm25 import BM25Index
+    from crossrank.retrieval.beir import evaluate, first_stage_runs, load_beir
 
     ds = load_beir(dataset)
-    ids = list(ds.corpus)
-    bm25 = BM25Index(ids, [ds.doc_text(d) for d in ids])
     qs = ds.test_queries(queries)
-    cands = {q: [d for d, _ in bm25.search(t, 100)] for q, t in qs}
+    cands = first_stage_runs(ds, qs, ["bm25"], candidates=100)[0]["bm25"]
     runs: dict[str, dict[str, list[str]]] = {}
     for m in methods:
-        fn = _scorer(m, model)
+        fn = scorer(m, model)
         runs[m] = {}
         for q, t in qs:
             scores = fn(t, [ds.doc_text(d) for d in cands[q]])
@@ -152,6 +190,7 @@ def fidelity(model: str, dataset: Path, methods: tuple[str, ...], queries: int) 
 
 
 def table(rows: list[dict[str, Any]], extra: dict[str, dict[str, float]], fid: dict[str, dict[str, float]]) -> str:
+    """The speed table, then the cold start / memory / fidelity table, in Markdown."""
     lines = ["| candidates × tokens | method | ms/query | pairs/s | × vs (a) |", "|---|---|---:|---:|---:|"]
     for r in rows:
         lines.append(
@@ -173,7 +212,7 @@ def table(rows: list[dict[str, Any]], extra: dict[str, dict[str, float]], fid: d
     return "\n".join(lines)
 
 
-def run(
+def benchmark(
     model: str,
     dataset: Path,
     *,
@@ -182,6 +221,7 @@ def run(
     methods: tuple[str, ...] = METHODS,
     fidelity_queries: int = 50,
 ) -> dict[str, Any]:
+    """Speed, cold start, memory and fidelity of ``methods`` on a BEIR dataset's abstracts."""
     corpus = dataset / "corpus.jsonl"
     workloads = [(100, 200)]
     if not quick:

@@ -1,157 +1,294 @@
-"""``crossrank eval``: first stage vs reranked on a BEIR dataset, with latency per stage.
+"""``crossrank eval``: first stages alone and reranked on a BEIR dataset, as one quality table.
 
-The dense first stage runs in a Chroma collection named after the dataset and the embedder, so
-the corpus is embedded once and reused on later runs.
+Several first stages (``--first-stage dense,bm25,hybrid``), rerank settings (``--max-length
+256,512``, ``--long-documents truncate,windows``) and fusions (``--fusion none,rrf``) run in one
+go: every combination is a row. The candidates come from
+:func:`crossrank.retrieval.first_stage.first_stage`, the code ``Pipeline.retrieve`` runs, so the
+hybrid rows are the pipeline's hybrid. One reranker per ``max_length`` keeps a score cache for the
+whole run: a (query, document) pair scored for one first stage, or for ``fusion=none``, is not
+scored again for another first stage or for ``fusion=rrf``.
+
+The dense first stage runs in a Chroma collection named after the dataset and the embedder, so the
+corpus is embedded once and reused on later runs.
 """
 
 from __future__ import annotations
 
-import hashlib
+import argparse
+import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from crossrank.reranker import Reranker
-from crossrank.results import Candidate
-from crossrank.retrieval.beir import BeirDataset, evaluate, load_beir
-from crossrank.retrieval.indexing import Chunk
-from crossrank.scales import rrf_merge
+from crossrank.cli import common
+from crossrank.inputs import FUSION_CHOICES
+from crossrank.retrieval.first_stage import SOURCES
 
-FirstStage = list[tuple[str, float]]  # (doc id, first-stage score or distance), best first
+if TYPE_CHECKING:
+    from crossrank.results import RankedResults
+    from crossrank.retrieval.beir import BeirDataset
+
+Observer = Callable[[dict[str, Any], str, "RankedResults"], None]
+"""``observe(setting, qid, result)``: sees every rerank of :func:`run_eval`; ``setting`` holds the
+row's ``first_stage``, ``max_length``, ``long_documents`` and ``fusion``."""
 
 
-def _collection_name(ds: BeirDataset, embedder: str) -> str:
-    tag = hashlib.sha1(embedder.encode()).hexdigest()[:8]
-    return f"beir-{ds.path.name}-{tag}"[:60]
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``eval`` on the ``crossrank`` subparsers."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "eval", help="evaluate first stages alone and reranked on a BEIR dataset folder (one table)"
+    )
+    p.add_argument("dataset")
+    common.add_store_args(p)
+    common.add_model_args(p, several=True)
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N queries")
+    p.add_argument("--candidates", type=int, default=100, help="top-k of each first stage (default 100)")
+    p.add_argument(
+        "--first-stage",
+        type=common.comma_list(common.choice(SOURCES)),
+        default=["dense"],
+        help=f"comma list from {', '.join(SOURCES)} (default: dense)",
+    )
+    p.add_argument(
+        "--fusion",
+        type=common.comma_list(common.choice(FUSION_CHOICES)),
+        default=["none"],
+        help=f"rerank fusion with the first-stage rank, comma list from {', '.join(FUSION_CHOICES)} (default: none)",
+    )
+    p.add_argument("--split", default="test")
+    p.add_argument("--json", action="store_true", help="print every number as JSON")
+    p.set_defaults(func=run)
+    return p
 
 
-def dense_stage(
-    ds: BeirDataset,
-    *,
-    embedder: str | None,
-    db: str | None,
-    chroma_url: str | None,
-    collection: str | None,
-    progress: bool,
-) -> Any:
-    from tqdm.auto import tqdm
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print the table (or the JSON report)."""
+    report = run_eval(
+        args.dataset,
+        limit=args.limit,
+        candidates=args.candidates,
+        first_stage=args.first_stage,
+        fusion=args.fusion,
+        max_length=args.max_length,
+        long_documents=args.long_documents,
+        model=common.model(args),
+        embedder=args.embedder,
+        db=args.db,
+        chroma_url=args.chroma_url,
+        collection=args.collection,
+        split=args.split,
+        progress=not args.json,
+        backend=args.backend,
+        quantize=args.quantize,
+        normalize=args.normalize,
+    )
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0
 
-    from crossrank.retrieval.embeddings import resolve_embedder
-    from crossrank.retrieval.pipeline import Pipeline
 
-    spec = resolve_embedder(embedder)
-    pipe = Pipeline(collection or _collection_name(ds, spec), db=db, chroma_url=chroma_url, embedder=spec, create=True)
-    if pipe.count() != len(ds.corpus):
-        ids = list(ds.corpus)
-        bar = tqdm(total=len(ids), unit="doc", desc="embedding corpus (cached for next runs)", disable=not progress)
-        for s in range(0, len(ids), 256):
-            part = ids[s : s + 256]
-            pipe.add_chunks([Chunk(d, ds.doc_text(d), {"source": "corpus.jsonl", "chunk": 0}) for d in part])
-            bar.update(len(part))
-        bar.close()
-    return pipe
+def _listed(value: Any) -> list[Any]:
+    """A comma string, a single value or a sequence, as a list without duplicates."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    elif not isinstance(value, (list, tuple)):
+        value = [value]
+    return list(dict.fromkeys(value))
+
+
+def _ms(x: float) -> str:
+    """Milliseconds for the table: whole numbers, one decimal below 10."""
+    return f"{x:.0f}" if x >= 10 else f"{x:.1f}"
+
+
+def _lat(seconds: Sequence[float]) -> dict[str, float]:
+    """p50 and p95 in milliseconds."""
+    a = np.asarray(seconds, dtype=np.float64) * 1000 if len(seconds) else np.zeros(1)
+    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95))}
 
 
 def run_eval(
-    dataset: str | Path,
+    dataset: str | Path | BeirDataset,
     *,
+    model: str,
     limit: int | None = None,
     candidates: int = 100,
-    first_stage: str = "dense",
-    model: str,
+    first_stage: str | Sequence[str] = "dense",
+    fusion: str | Sequence[str] = "none",
+    max_length: int | Sequence[int | None] | None = None,
+    long_documents: str | Sequence[str] = "truncate",
     embedder: str | None = None,
     db: str | None = None,
     chroma_url: str | None = None,
     collection: str | None = None,
     split: str = "test",
-    fusion: str = "none",
     progress: bool = True,
-    reranker: Reranker | None = None,
+    observe: Observer | None = None,
     **reranker_kwargs: Any,
 ) -> dict[str, Any]:
+    """Every first stage alone and under every (max_length, long_documents, fusion) rerank setting.
+
+    ``dataset`` is a BEIR folder or an already loaded ``BeirDataset`` (whose BM25 index is then
+    reused). Comma strings or sequences select several values; ``observe`` is called with every
+    rerank result (``benchmarks/quality_table.py`` takes its calibration and per-query runs from
+    it). Returns a JSON-ready report: ``rows`` (one
+    per first stage × setting × fusion, in table order), ``first_stages`` (metrics and latency of
+    each first stage alone) and the run's settings; a run of exactly one combination also carries
+    the keys of a single-setting report (``first_stage``, ``fusion``, ``metrics``,
+    ``latency_ms``, ...), as before.
+    """
     from tqdm.auto import tqdm
 
-    ds = load_beir(dataset, split)
+    from crossrank.errors import InvalidArgumentError
+    from crossrank.inputs import check_positive_int
+    from crossrank.reranker import Reranker
+    from crossrank.results import Candidate
+    from crossrank.retrieval.beir import BeirDataset, dense_pipeline, evaluate, first_stage_runs, load_beir
+
+    sources = _listed(first_stage)
+    fusions = _listed(fusion)
+    lengths = _listed(max_length)
+    modes = _listed(long_documents)
+    for name, values, choices in (("first_stage", sources, SOURCES), ("fusion", fusions, FUSION_CHOICES)):
+        bad = [v for v in values if v not in choices]
+        if bad or not values:
+            raise InvalidArgumentError(f"{name}={bad or values!r} is not supported; choose from {', '.join(choices)}")
+    check_positive_int("candidates", candidates)
+
+    ds = dataset if isinstance(dataset, BeirDataset) else load_beir(dataset, split)
     queries = ds.test_queries(limit)
-    rr = reranker or Reranker(model, **reranker_kwargs)
-    pipe = bm25 = None
-    if first_stage in ("dense", "hybrid"):
-        pipe = dense_stage(
+    pipe = None
+    if any(s in ("dense", "hybrid") for s in sources):
+        pipe = dense_pipeline(
             ds, embedder=embedder, db=db, chroma_url=chroma_url, collection=collection, progress=progress
         )
-    if first_stage in ("bm25", "hybrid"):
-        from crossrank.retrieval.bm25 import BM25Index
+    runs, seconds = first_stage_runs(ds, queries, sources, candidates=candidates, dense=pipe)
+    first = {s: {"metrics": evaluate(runs[s], ds.qrels), "latency_ms": _lat(seconds[s])} for s in sources}
 
-        ids = list(ds.corpus)
-        bm25 = BM25Index(ids, [ds.doc_text(d) for d in ids])
-    first_runs: dict[str, list[str]] = {}
-    reranked: dict[str, list[str]] = {}
-    t_first: list[float] = []
-    t_rerank: list[float] = []
-    truncated = total = 0
-    for qid, text in tqdm(queries, unit="query", desc="evaluating", disable=not progress):
-        t0 = time.perf_counter()
-        lists = []
-        if pipe is not None:
-            lists.append([c.id or "" for c, _ in pipe.retrieve(text, candidates=candidates)])
-        if bm25 is not None:
-            lists.append([d for d, _ in bm25.search(text, candidates)])
-        ranked_ids = lists[0] if len(lists) == 1 else rrf_merge(lists)[:candidates]
-        t1 = time.perf_counter()
-        res = rr.rerank(text, [Candidate(ds.doc_text(d), id=d) for d in ranked_ids], fusion=fusion)
-        t2 = time.perf_counter()
-        first_runs[qid] = ranked_ids
-        reranked[qid] = [r.id or "" for r in res]
-        t_first.append(t1 - t0)
-        t_rerank.append(t2 - t1)
-        truncated += res.stats.truncated
-        total += res.stats.candidates
-
-    def lat(xs: list[float]) -> dict[str, float]:
-        a = np.asarray(xs) * 1000 if xs else np.zeros(1)
-        return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95))}
-
-    return {
+    # One reranker (and one score cache) per max_length; long_documents and fusion are per call.
+    cache_size = max(1, len(queries) * candidates * len(sources) * len(modes))
+    rerankers = {ml: Reranker(model, max_length=ml, cache_size=cache_size, **reranker_kwargs) for ml in lengths}
+    rows: list[dict[str, Any]] = []
+    for rr in rerankers.values():
+        rr.warmup()  # load (and export or compile) the model before anything is timed
+        for mode in modes:
+            cold: list[float] = []  # rerank seconds per query on this setting's first first stage
+            for i, source in enumerate(sources):
+                reranked: dict[str, dict[str, list[str]]] = {f: {} for f in fusions}
+                took: list[float] = []
+                truncated = long = windows = docs = scored = hits = 0
+                desc = f"{source} → {mode} {rr.max_length}"
+                for qid, text in tqdm(queries, unit="query", desc=desc, disable=not progress):
+                    cands = [Candidate(ds.doc_text(d), id=d) for d in runs[source][qid]]
+                    for j, f in enumerate(fusions):
+                        t = time.perf_counter()
+                        res = rr.rerank(text, cands, long_documents=mode, fusion=f)
+                        if j == 0:
+                            took.append(time.perf_counter() - t)
+                            truncated += res.stats.truncated
+                            docs += res.stats.candidates
+                            windows += sum(r.windows for r in res)
+                            long += sum(r.truncated or r.windows > 1 for r in res)
+                            scored += res.stats.pairs_scored
+                            hits += res.stats.cache_hits
+                        if observe is not None:
+                            setting = {"first_stage": source, "max_length": rr.max_length, "long_documents": mode}
+                            observe({**setting, "fusion": f}, qid, res)
+                        reranked[f][qid] = [r.id or "" for r in res]
+                if i == 0:
+                    cold = took
+                for f in fusions:
+                    rows.append(
+                        {
+                            "first_stage": source,
+                            "max_length": rr.max_length,
+                            "long_documents": mode,
+                            "fusion": f,
+                            "metrics": evaluate(reranked[f], ds.qrels),
+                            "rerank_ms": _lat(cold),
+                            "pass_ms": _lat(took),
+                            "pairs_scored": scored,
+                            "cache_hits": hits,
+                            "truncated_fraction": truncated / docs if docs else 0.0,
+                            "long_fraction": long / docs if docs else 0.0,
+                            "windows_per_doc": windows / docs if docs else 0.0,
+                        }
+                    )
+    order = {s: i for i, s in enumerate(sources)}
+    rows.sort(key=lambda r: order[r["first_stage"]])  # stable: settings and fusions keep their order
+    rr0 = next(iter(rerankers.values()))
+    report: dict[str, Any] = {
         "dataset": str(ds.path),
         "split": split,
         "queries": len(queries),
         "candidates": candidates,
-        "first_stage": first_stage,
-        "model": rr.model_name,
-        "backend": rr.backend_name,
-        "max_length": rr.max_length,
-        "long_documents": rr.long_documents,
-        "fusion": fusion,
+        "model": rr0.model_name,
+        "backend": rr0.backend_name,
         "embedder": pipe.embedder if pipe is not None else None,
-        "metrics": {"first_stage": evaluate(first_runs, ds.qrels), "reranked": evaluate(reranked, ds.qrels)},
-        "latency_ms": {"first_stage": lat(t_first), "rerank": lat(t_rerank)},
-        "truncated_fraction": truncated / total if total else 0.0,
+        "first_stages": first,
+        "rows": rows,
     }
+    if len(rows) == 1:
+        row = rows[0]
+        report.update(
+            {
+                "first_stage": row["first_stage"],
+                "max_length": row["max_length"],
+                "long_documents": row["long_documents"],
+                "fusion": row["fusion"],
+                "metrics": {"first_stage": first[row["first_stage"]]["metrics"], "reranked": row["metrics"]},
+                "latency_ms": {"first_stage": first[row["first_stage"]]["latency_ms"], "rerank": row["rerank_ms"]},
+                "truncated_fraction": row["truncated_fraction"],
+            }
+        )
+    return report
 
 
 def format_report(r: dict[str, Any]) -> str:
-    m = r["metrics"]
+    """The report as a Markdown table (first stage | rerank | fusion | nDCG@10 | R@10 | ms/query) and notes."""
+    embedder = f" · embedder {common.embedder_label(r['embedder'])}" if r.get("embedder") else ""
     lines = [
-        f"{Path(r['dataset']).name} ({r['split']}): {r['queries']} queries · {r['first_stage']} top-{r['candidates']} "
-        f"→ {Path(r['model']).name} ({r['backend']}, max_length {r['max_length']}, {r['long_documents']}, "
-        f"fusion {r['fusion']})",
+        f"{Path(r['dataset']).name} ({r['split']}): {r['queries']} queries · top-{r['candidates']} candidates · "
+        f"{Path(r['model']).name} ({r['backend']}){embedder}",
         "",
-        f"{'':<14}{'nDCG@10':>9}{'MRR@10':>9}{'R@10':>8}{'R@100':>8}",
+        "| first stage | rerank | fusion | nDCG@10 | R@10 | ms/query |",
+        "|---|---|---|---:|---:|---:|",
     ]
-    for name, key in (("first stage", "first_stage"), ("reranked", "reranked")):
-        x = m[key]
-        lines.append(f"{name:<14}{x['ndcg@10']:>9.4f}{x['mrr@10']:>9.4f}{x['recall@10']:>8.3f}{x['recall@100']:>8.3f}")
-    gain = m["reranked"]["ndcg@10"] - m["first_stage"]["ndcg@10"]
-    lat = r["latency_ms"]
+    for stage, first in r["first_stages"].items():
+        m = first["metrics"]
+        lines.append(
+            f"| {stage} | — | — | {m['ndcg@10']:.4f} | {m['recall@10']:.3f} | {_ms(first['latency_ms']['p50'])} |"
+        )
+        for row in (x for x in r["rows"] if x["first_stage"] == stage):
+            m = row["metrics"]
+            lines.append(
+                f"| {stage} | {row['long_documents']} {row['max_length']} | {row['fusion']} | {m['ndcg@10']:.4f} | "
+                f"{m['recall@10']:.3f} | {row['rerank_ms']['p50']:.0f} |"
+            )
     lines += [
-        f"{'Δ rerank':<14}{gain:>+9.4f}",
         "",
-        f"latency per query: first stage p50 {lat['first_stage']['p50']:.0f} ms"
-        f" / p95 {lat['first_stage']['p95']:.0f} ms"
-        f" · rerank p50 {lat['rerank']['p50']:.0f} ms / p95 {lat['rerank']['p95']:.0f} ms",
-        f"candidates longer than max_length: {100 * r['truncated_fraction']:.0f}%"
-        + (" (scored in windows)" if r["long_documents"] == "windows" else " (truncated)"),
+        "ms/query: the first stage's p50 on its own rows; on reranked rows the rerank p50 of that setting, "
+        "timed on the first first stage (nothing cached yet; later first stages and rrf reuse cached scores).",
+        "latency per query (p50 / p95): "
+        + " · ".join(
+            f"{s} {_ms(f['latency_ms']['p50'])} / {_ms(f['latency_ms']['p95'])} ms"
+            for s, f in r["first_stages"].items()
+        ),
     ]
+    seen: set[tuple[Any, str]] = set()
+    for row in r["rows"]:
+        key = (row["max_length"], row["long_documents"])
+        if key in seen:
+            continue
+        seen.add(key)
+        what = (
+            f"{row['windows_per_doc']:.2f} windows per candidate" if row["long_documents"] == "windows" else "truncated"
+        )
+        lines.append(
+            f"rerank {row['long_documents']} {row['max_length']}: p50 {row['rerank_ms']['p50']:.0f} / "
+            f"p95 {row['rerank_ms']['p95']:.0f} ms · candidates longer than max_length: "
+            f"{100 * row['long_fraction']:.0f}% ({what})"
+        )
     return "\n".join(lines)

@@ -7,13 +7,13 @@ its chunks (and deletes chunks a shorter version no longer has) instead of dupli
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from crossrank.errors import DatasetError
+from crossrank.jsonl import iter_jsonl
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
 JSONL_SUFFIXES = {".jsonl"}
@@ -21,12 +21,15 @@ JSONL_SUFFIXES = {".jsonl"}
 
 @dataclass(frozen=True)
 class Chunk:
+    """One piece of a source file as stored in Chroma: a stable id, its text, scalar metadata."""
+
     id: str
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def source_key(path: Path) -> str:
+    """A short stable key for a file (its absolute path hashed): the prefix of its chunks' ids."""
     return hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
 
 
@@ -85,29 +88,23 @@ def discover(paths: Sequence[str | Path]) -> list[Path]:
 
 def _jsonl_chunks(path: Path) -> Iterator[Chunk]:
     """BEIR ``corpus.jsonl`` shape ({"_id", "title", "text"}) or any JSON lines with "text"."""
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}:{n} is not valid JSON ({exc})") from exc
-            text = row.get("text")
-            if not isinstance(text, str):
-                raise DatasetError(f"{path}:{n} has no string 'text' field")
-            title = row.get("title") or ""
-            doc_id = str(row.get("_id", row.get("id", f"{source_key(path)}:{n}")))
-            meta: dict[str, Any] = {"source": str(path.resolve()), "chunk": 0, "line": n}
-            if title:
-                meta["title"] = title
-            for k, v in (row.get("metadata") or {}).items():
-                if isinstance(v, (str, int, float, bool)):
-                    meta[k] = v
-            yield Chunk(id=doc_id, text=f"{title} {text}".strip() if title else text, metadata=meta)
+    for n, row in iter_jsonl(path):
+        text = row.get("text")
+        if not isinstance(text, str):
+            raise DatasetError(f"{path}:{n} has no string 'text' field")
+        title = row.get("title") or ""
+        doc_id = str(row.get("_id", row.get("id", f"{source_key(path)}:{n}")))
+        meta: dict[str, Any] = {"source": str(path.resolve()), "chunk": 0, "line": n}
+        if title:
+            meta["title"] = title
+        for k, v in (row.get("metadata") or {}).items():
+            if isinstance(v, (str, int, float, bool)):
+                meta[k] = v
+        yield Chunk(id=doc_id, text=f"{title} {text}".strip() if title else text, metadata=meta)
 
 
 def chunk_file(path: Path, chunk_size: int = 1000, overlap: int = 200) -> list[Chunk]:
+    """A JSONL file's rows (one chunk each), or a text file split by :func:`split_text`."""
     if path.suffix.lower() in JSONL_SUFFIXES:
         return list(_jsonl_chunks(path))
     try:
@@ -125,5 +122,6 @@ def chunk_file(path: Path, chunk_size: int = 1000, overlap: int = 200) -> list[C
 def iter_chunks(
     files: Iterable[Path], chunk_size: int = 1000, overlap: int = 200
 ) -> Iterator[tuple[Path, list[Chunk]]]:
+    """``(file, its chunks)`` one file at a time, so indexing holds one file's chunks in memory."""
     for f in files:
         yield f, chunk_file(f, chunk_size, overlap)

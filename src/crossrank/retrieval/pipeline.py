@@ -17,10 +17,13 @@ from typing import Any
 
 from crossrank.errors import InvalidArgumentError, VectorStoreError
 from crossrank.inputs import check_positive_int, check_query, check_top_n
+from crossrank.model_files import default_model
 from crossrank.reranker import Reranker
 from crossrank.results import Candidate, RankedResults
+from crossrank.retrieval.bm25 import BM25Index
 from crossrank.retrieval.chroma import DEFAULT_COLLECTION, get_collection, open_client
 from crossrank.retrieval.embeddings import embedding_function, resolve_embedder
+from crossrank.retrieval.first_stage import first_stage
 from crossrank.retrieval.indexing import Chunk, discover, iter_chunks
 
 
@@ -79,8 +82,10 @@ class Pipeline:
     """A Chroma collection plus a reranker: ``search(query)`` runs both stages.
 
     ``db`` is the embedded database folder (default ``CROSSRANK_DB`` or the user data dir);
-    ``chroma_url`` switches to a Chroma server. ``reranker`` is a ``Reranker`` or a model id/path.
-    The score cache is on by default here (repeated queries over the same chunks skip the model).
+    ``chroma_url`` switches to a Chroma server. ``reranker`` is a ``Reranker`` or a model id/path
+    (default: :func:`crossrank.model_files.default_model`). ``hybrid=True`` fuses BM25 with the
+    dense candidates (see :mod:`crossrank.retrieval.first_stage`). The score cache is on by default
+    here (repeated queries over the same chunks skip the model).
     """
 
     def __init__(
@@ -104,7 +109,7 @@ class Pipeline:
         self.collection_name = collection
         self.collection = get_collection(self.client, collection, self._ef, create=create)
         self.hybrid = hybrid
-        self._bm25: tuple[int, Any, dict[str, tuple[str, dict[str, Any]]]] | None = None
+        self._bm25: tuple[int, BM25Index, dict[str, tuple[str, dict[str, Any]]]] | None = None
         self._reranker = reranker if isinstance(reranker, Reranker) else None
         self._reranker_spec = None if reranker is None or isinstance(reranker, Reranker) else os.fspath(reranker)
         self._reranker_kwargs = {"cache_size": 10_000, **reranker_kwargs}
@@ -113,15 +118,16 @@ class Pipeline:
     def reranker(self) -> Reranker:
         """Made on first use, so indexing never loads (or needs) the cross-encoder."""
         if self._reranker is None:
-            model = self._reranker_spec or os.environ.get("CROSSRANK_MODEL")
-            self._reranker = Reranker(model, **self._reranker_kwargs) if model else Reranker(**self._reranker_kwargs)
+            self._reranker = Reranker(self._reranker_spec or default_model(), **self._reranker_kwargs)
         return self._reranker
 
     # ------------------------------------------------------------------ indexing
     def count(self) -> int:
+        """Chunks in the collection."""
         return int(self._call(self.collection.count))
 
     def add_chunks(self, chunks: Sequence[Chunk], *, batch_size: int = 128) -> None:
+        """Upsert chunks by id in batches (embedding them with the collection's embedder)."""
         for s in range(0, len(chunks), batch_size):
             part = chunks[s : s + batch_size]
             self._call(
@@ -163,31 +169,24 @@ class Pipeline:
         return IndexReport(len(files), total, removed, time.perf_counter() - t0, self.collection_name, self.count())
 
     # ------------------------------------------------------------------ search
-    def _bm25_index(self) -> tuple[Any, dict[str, tuple[str, dict[str, Any]]]]:
+    def _bm25_index(self) -> tuple[BM25Index, dict[str, tuple[str, dict[str, Any]]]]:
         """BM25 over the collection's documents, rebuilt when the collection's size changes."""
         n = self.count()
         if self._bm25 is None or self._bm25[0] != n:
-            from crossrank.retrieval.bm25 import BM25Index
-
             got = self._call(self.collection.get, include=["documents", "metadatas"])
             docs = {i: (d or "", dict(m or {})) for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])}
             self._bm25 = (n, BM25Index(list(docs), [t for t, _ in docs.values()]), docs)
         return self._bm25[1], self._bm25[2]
 
-    def retrieve(
+    def dense_search(
         self,
         query: str,
+        k: int,
         *,
-        candidates: int | None = None,
         where: dict[str, Any] | None = None,
         where_document: dict[str, Any] | None = None,
     ) -> list[tuple[Candidate, float]]:
-        """Stage 1 only: (candidate, cosine distance) pairs, best first.
-
-        With ``hybrid=True`` (and no filters) the dense list is fused with BM25 by reciprocal rank;
-        documents found only by BM25 have no distance (NaN here, ``None`` in search results).
-        """
-        k = check_positive_int("candidates", candidates or self.candidates) or self.candidates
+        """The collection's ``k`` nearest chunks to ``query``: (candidate, cosine distance), nearest first."""
         res = self._call(
             self.collection.query,
             query_texts=[query],
@@ -200,19 +199,43 @@ class Pipeline:
         docs = (res.get("documents") or [[]])[0] or []
         metas = (res.get("metadatas") or [[]])[0] or [{}] * len(ids)
         dists = (res.get("distances") or [[]])[0] or [None] * len(ids)
-        dense = [
+        return [
             (Candidate(text=d or "", id=i, metadata=dict(m or {}), score=dist), float(dist))
             for i, d, m, dist in zip(ids, docs, metas, dists)
         ]
-        if not self.hybrid or where is not None or where_document is not None:
-            return dense  # filters apply to the dense stage only
-        from crossrank.scales import rrf_merge
 
-        bm25, store = self._bm25_index()
-        lexical = [d for d, _ in bm25.search(query, k)]
-        by_id = {c.id: (c, dist) for c, dist in dense}
-        fused = rrf_merge([[c.id or "" for c, _ in dense], lexical])[:k]
-        return [by_id.get(i) or (Candidate(text=store[i][0], id=i, metadata=store[i][1]), float("nan")) for i in fused]
+    def dense_ids(self, query: str, k: int) -> list[str]:
+        """Ids of :meth:`dense_search`'s result: the dense retriever :func:`first_stage` takes."""
+        return [c.id or "" for c, _ in self.dense_search(query, k)]
+
+    def retrieve(
+        self,
+        query: str,
+        *,
+        candidates: int | None = None,
+        where: dict[str, Any] | None = None,
+        where_document: dict[str, Any] | None = None,
+    ) -> list[tuple[Candidate, float]]:
+        """Stage 1 only: (candidate, cosine distance) pairs, best first.
+
+        With ``hybrid=True`` (and no filters) the dense list is fused with BM25 by
+        :func:`~crossrank.retrieval.first_stage.first_stage`, the same code ``crossrank eval`` runs;
+        documents found only by BM25 have no distance (NaN here, ``None`` in search results).
+        """
+        k = check_positive_int("candidates", candidates or self.candidates) or self.candidates
+        found: dict[str, tuple[Candidate, float]] = {}
+
+        def dense(q: str, n: int) -> list[str]:
+            """The filtered dense search; keeps each hit's candidate and distance for the result."""
+            hits = self.dense_search(q, n, where=where, where_document=where_document)
+            found.update((c.id or "", (c, dist)) for c, dist in hits)
+            return [c.id or "" for c, _ in hits]
+
+        # Filters apply to the dense stage only, so a filtered query is dense-only.
+        hybrid = self.hybrid and where is None and where_document is None
+        bm25, store = self._bm25_index() if hybrid else (None, {})
+        ids = first_stage(query, "hybrid" if hybrid else "dense", candidates=k, dense=dense, bm25=bm25)
+        return [found.get(i) or (Candidate(text=store[i][0], id=i, metadata=store[i][1]), float("nan")) for i in ids]
 
     def search(
         self,
@@ -224,6 +247,7 @@ class Pipeline:
         where_document: dict[str, Any] | None = None,
         threshold: float | None = None,
     ) -> SearchResults:
+        """Both stages: :meth:`retrieve` ``candidates``, rerank them, keep ``top_n`` (and ``threshold``)."""
         check_query(query)
         check_top_n(top_n)
         t0 = time.perf_counter()
@@ -242,6 +266,7 @@ class Pipeline:
         where_document: dict[str, Any] | None = None,
         threshold: float | None = None,
     ) -> SearchResults:
+        """Async :meth:`search`: retrieval in a thread, reranking on the reranker's async path."""
         check_query(query)
         check_top_n(top_n)
         t0 = time.perf_counter()
