@@ -16,6 +16,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,7 @@ def main() -> None:
 
     path = build(Path(tempfile.mkdtemp()) / "qwen3-bench", args.hidden, args.layers)
     engine = Reranker(path).engine
-    backend = engine.backend
+    backend: Any = engine.backend  # CausalTorchBackend: the Backend protocol does not expose share_prefix
     rng = np.random.default_rng(0)
     vocab = 200
     head = rng.integers(3, vocab, args.head_tokens).tolist()

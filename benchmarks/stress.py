@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import resource
 import sys
@@ -24,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from crossrank import Reranker
+from crossrank.jsonl import iter_jsonl
 
 
 def rss_mb() -> float:
@@ -43,12 +43,10 @@ def main() -> int:
     args = p.parse_args()
 
     texts = []
-    with open(Path(args.dataset) / "corpus.jsonl") as f:
-        for line in f:
-            row = json.loads(line)
-            texts.append(f"{row['title']} {row['text']}"[:600])
-            if len(texts) == 2000:
-                break
+    for _, row in iter_jsonl(Path(args.dataset) / "corpus.jsonl"):
+        texts.append(f"{row['title']} {row['text']}"[:600])
+        if len(texts) == 2000:
+            break
     rr = Reranker(args.model)
     jobs = [
         (f"claim {i}: {texts[i][:80]}", texts[(i * 7) % 1900 : (i * 7) % 1900 + args.candidates]) for i in range(800)

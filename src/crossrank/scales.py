@@ -65,12 +65,3 @@ def ranks_desc(values: np.ndarray) -> np.ndarray:
 def rrf(first_stage_rank: np.ndarray, rerank_rank: np.ndarray, k: int = 60) -> np.ndarray:
     """Reciprocal rank fusion (Cormack et al. 2009), with k=60 as in Chroma's own RRF."""
     return 1.0 / (k + first_stage_rank) + 1.0 / (k + rerank_rank)
-
-
-def rrf_merge(lists: list[list[str]], k: int = 60) -> list[str]:
-    """Fuse ranked id lists (e.g. BM25 and dense) by reciprocal rank; ties keep first-seen order."""
-    score: dict[str, float] = {}
-    for lst in lists:
-        for r, d in enumerate(lst, 1):
-            score[d] = score.get(d, 0.0) + 1.0 / (k + r)
-    return sorted(score, key=lambda d: -score[d])
