@@ -10,6 +10,7 @@ import pytest
 
 from crossrank import Candidate, Reranker
 from crossrank.backends import export
+from crossrank.backends.onnx_backend import int8_model_variant
 from crossrank.retrieval.beir import BeirDataset
 from crossrank.scoring.engine import clear_engines
 
@@ -26,13 +27,13 @@ def test_export_cache_reused_and_corruption_rebuilt(tiny_model: Path, monkeypatc
     clear_engines()
     rr = Reranker(tiny_model, backend="onnx", quantize="int8")
     first = rr.score("python", DOCS)
-    entry = export.entry_dir(rr.info, "int8")
+    entry = export.entry_dir(rr.info, int8_model_variant())
     manifest = json.loads((entry / "manifest.json").read_text())
-    assert manifest["files"]["model.onnx"]["sha256"] and manifest["variant"] == "int8"
+    assert manifest["files"]["model.onnx"]["sha256"] and manifest["variant"] == int8_model_variant()
 
     calls: list[str] = []
     real = export._export_fp32
-    monkeypatch.setattr(export, "_export_fp32", lambda info, out: (calls.append("export"), real(info, out)))
+    monkeypatch.setattr(export, "_export_fp32", lambda info, out, **kw: (calls.append("export"), real(info, out, **kw)))
     clear_engines()
     assert Reranker(tiny_model, backend="onnx", quantize="int8").score("python", DOCS) == first
     assert calls == [], "a cached export must be reused"
@@ -69,6 +70,7 @@ def test_openvino_fp32_matches_torch_tiny(tiny_model: Path) -> None:
 def test_openvino_int8_cached_and_rebuilt(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("nncf")
     from crossrank.backends import ov_quantize
+    from crossrank.backends.openvino_backend import int8_model_variant as ov_int8_variant
 
     clear_engines()
     ref = np.array(Reranker(tiny_model, backend="openvino", quantize="fp32").score("python snake", DOCS))
@@ -76,12 +78,12 @@ def test_openvino_int8_cached_and_rebuilt(tiny_model: Path, monkeypatch: pytest.
     first = rr.score("python snake", DOCS)
     assert rr.backend_name == "openvino-int8"
     assert np.corrcoef(ref, first)[0, 1] > 0.9  # int8 of a random tiny model: close, not equal
-    entry = export.entry_dir(rr.info, "ov-int8")
+    entry = export.entry_dir(rr.info, ov_int8_variant())
     assert set(json.loads((entry / "manifest.json").read_text())["files"]) == {"model.xml", "model.bin"}
 
     calls: list[str] = []
     real = ov_quantize.quantize_openvino_int8
-    monkeypatch.setattr(ov_quantize, "quantize_openvino_int8", lambda *a: (calls.append("q"), real(*a)))
+    monkeypatch.setattr(ov_quantize, "quantize_openvino_int8", lambda *a, **kw: (calls.append("q"), real(*a, **kw)))
     clear_engines()
     assert Reranker(tiny_model, backend="openvino", quantize="int8").score("python snake", DOCS) == first
     assert calls == [], "a cached int8 model must be reused"

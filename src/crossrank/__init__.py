@@ -8,6 +8,7 @@ The core is :class:`Reranker` (options, validation and one ranking step) over a 
 
 from __future__ import annotations
 
+from crossrank.cascade import Cascade
 from crossrank.errors import (
     BackendUnavailableError,
     CollectionNotFoundError,
@@ -26,7 +27,7 @@ from crossrank.errors import (
 )
 from crossrank.model_files import DEFAULT_MODEL, default_model
 from crossrank.reranker import Reranker
-from crossrank.results import Candidate, Filtered, Ranked, RankedResults, RerankStats
+from crossrank.results import Candidate, Filtered, Ranked, RankedResults, RerankStats, StageScore
 from crossrank.scoring import LocalScorer, Scored, Scorer, ScorerInfo, ScoreSettings
 from crossrank.scoring.engine import clear_engines
 
@@ -36,6 +37,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "BackendUnavailableError",
     "Candidate",
+    "Cascade",
     "CollectionNotFoundError",
     "CrossrankError",
     "DatasetError",
@@ -57,6 +59,7 @@ __all__ = [
     "Scored",
     "Scorer",
     "ScorerInfo",
+    "StageScore",
     "UnsupportedModelError",
     "VectorStoreError",
     "__version__",

@@ -136,12 +136,15 @@ def _weights(path: Path) -> list[Path]:
 
 
 def fingerprint(path: Path) -> str:
-    """Content hash of config, tokenizer and weight sizes+heads: changes when the model changes."""
+    """Content hash of config, tokenizer, custom code and weight sizes+heads: changes when the model changes."""
     h = hashlib.sha256()
-    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
-        p = path / name
+    # Custom-code models (trust_remote_code): their modeling *.py files change the scores too.
+    for p in [
+        *(path / n for n in ("config.json", "tokenizer.json", "tokenizer_config.json")),
+        *sorted(path.glob("*.py")),
+    ]:
         if p.is_file():
-            h.update(name.encode())
+            h.update(p.name.encode())
             h.update(p.read_bytes())
     for w in _weights(path):
         st = w.stat()

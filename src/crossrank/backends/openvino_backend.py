@@ -1,7 +1,8 @@
 """OpenVINO on CPU: static int8 (VNNI), bf16 or fp32.
 
-``quantize``: ``"int8"`` runs the NNCF-quantized IR (``ov_quantize``), with the unquantized ops in
-bf16 where the CPU has bf16 units; ``"bf16"`` and ``"fp32"`` run the fp32 ONNX export at that
+``quantize``: ``"int8"`` runs the NNCF-quantized IR (``ov_quantize``; 7-bit weights on CPUs without
+int8 dot-product units, see :func:`int8_model_variant`), with the unquantized ops in bf16 where the
+CPU has bf16 units; ``"bf16"`` and ``"fp32"`` run the fp32 ONNX export at that
 precision; ``"auto"`` takes int8 when the CPU has int8 dot-product units (VNNI/AMX) and NNCF is
 installed, else bf16 where native, else fp32. Numbers behind this: benchmarks/README.md.
 """
@@ -15,6 +16,7 @@ import numpy as np
 
 from crossrank.backends import default_threads
 from crossrank.backends.export import ensure_model_file
+from crossrank.backends.model_inputs import check_input_names, model_feed, port_names, token_types_usable
 from crossrank.errors import BackendUnavailableError, InvalidArgumentError, ModelLoadError
 from crossrank.model_files import ModelInfo
 
@@ -40,6 +42,15 @@ def cpu_has_int8_dot() -> bool:
     return bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
+def int8_model_variant() -> str:
+    """The int8 build this CPU runs: ``ov-int8``, or ``ov-int8-7bit`` where it has no int8 dot-product units.
+
+    Without VNNI/AMX, OpenVINO multiplies u8 x s8 pairs into saturating 16-bit sums, and full 8-bit
+    weights overflow them; the 7-bit build (NNCF's overflow fix) keeps scores in order there.
+    """
+    return "ov-int8" if cpu_has_int8_dot() else "ov-int8-7bit"
+
+
 def openvino_installed() -> bool:
     import importlib.util
 
@@ -62,7 +73,19 @@ def openvino_variant(quantize: str) -> str:
 
 
 class OpenVinoBackend:
-    def __init__(self, info: ModelInfo, *, quantize: str = "auto", num_threads: int | None = None) -> None:
+    """A compiled OpenVINO model; the feed holds exactly its inputs (OpenVINO rejects any other name).
+
+    ``trust_remote_code`` lets the one-off ONNX export run model code shipped in the model directory.
+    """
+
+    def __init__(
+        self,
+        info: ModelInfo,
+        *,
+        quantize: str = "auto",
+        num_threads: int | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
         try:
             import openvino as ov
         except ImportError as exc:
@@ -76,7 +99,8 @@ class OpenVinoBackend:
             )
         # int8: the ops left unquantized (softmax, layer norm, attention) run in bf16 where native.
         precision = "f32" if variant == "fp32" or not cpu_has_bf16() else "bf16"
-        path = ensure_model_file(info, "ov-int8" if variant == "int8" else "fp32")
+        file_variant = int8_model_variant() if variant == "int8" else "fp32"
+        path = ensure_model_file(info, file_variant, trust_remote_code=trust_remote_code)
         threads = num_threads or default_threads()
         try:
             core = ov.Core()
@@ -97,7 +121,9 @@ class OpenVinoBackend:
             raise ModelLoadError(
                 f"OpenVINO could not compile {path} ({exc}); delete {path.parent} to rebuild it"
             ) from exc
-        self._inputs = {name for port in self._compiled.inputs for name in port.get_names()}
+        self._inputs = port_names(self._compiled.inputs)
+        check_input_names(self._inputs, f"the OpenVINO model {path}")
+        self._zero_types = not token_types_usable(info.path)
         self._request = self._compiled.create_infer_request()  # the engine serialises forward calls
         self.name = f"openvino-{variant}"
         self.variant = variant
@@ -106,5 +132,5 @@ class OpenVinoBackend:
         self.preferred_batch_size = 32
 
     def forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        res = self._request.infer({k: v for k, v in batch.items() if k in self._inputs})
+        res = self._request.infer(model_feed(batch, self._inputs, zero_token_types=self._zero_types))
         return np.array(res[self._compiled.output(0)], dtype=np.float32)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,16 @@ CALIBRATION_PAIRS = 96
 _BATCH = 4
 
 
-def calibration_batches(info: ModelInfo) -> list[dict[str, np.ndarray]]:
-    """Padded (query, passage) batches from the bundled demo data, at the model's own max length."""
+def calibration_batches(info: ModelInfo, input_names: Sequence[str] | None = None) -> list[dict[str, np.ndarray]]:
+    """Padded (query, passage) batches from the bundled demo data, at the model's own max length.
+
+    Each batch holds exactly ``input_names`` (the model's own inputs; default: all token inputs),
+    built as the backends build their feeds: NNCF hands a batch to OpenVINO as is, and OpenVINO
+    rejects a name its model lacks (DistilBERT, ModernBERT and DeBERTa-v3 exports have no
+    ``token_type_ids``).
+    """
     from crossrank import demo_data
+    from crossrank.backends.model_inputs import TOKEN_INPUTS, model_feed, token_types_usable
     from crossrank.scoring.pairs import PairEncoder, load_tokenizer
 
     queries = demo_data.queries()
@@ -35,6 +43,8 @@ def calibration_batches(info: ModelInfo) -> list[dict[str, np.ndarray]]:
     pairs = [(queries[i % len(queries)], passages[(i * 7) % len(passages)]) for i in range(CALIBRATION_PAIRS)]
     # Longer inputs too: two passages joined, so activation ranges cover full-length sequences.
     pairs += [(q, f"{p} {passages[(i * 11 + 3) % len(passages)]}") for i, (q, p) in enumerate(pairs[::3])]
+    names = list(input_names) if input_names is not None else list(TOKEN_INPUTS)
+    zero_types = not token_types_usable(info.path)
     batches = []
     for i in range(0, len(pairs), _BATCH):
         chunk = pairs[i : i + _BATCH]
@@ -43,7 +53,7 @@ def calibration_batches(info: ModelInfo) -> list[dict[str, np.ndarray]]:
             e = enc.encode(q, [p])
             ids += e.ids
             types += e.types
-        batches.append(enc.pad(ids, types))
+        batches.append(model_feed(enc.pad(ids, types), names, zero_token_types=zero_types))
     return batches
 
 
@@ -62,7 +72,13 @@ def _attention_matmuls(model: Any) -> list[str]:
     ]
 
 
-def quantize_openvino_int8(info: ModelInfo, onnx_fp32: Path, out_xml: Path) -> None:
+def quantize_openvino_int8(info: ModelInfo, onnx_fp32: Path, out_xml: Path, *, overflow_fix: bool = False) -> None:
+    """Quantize ``onnx_fp32`` to a static-int8 OpenVINO IR at ``out_xml``, calibrated on the demo data.
+
+    ``overflow_fix``: weights in 7 bits in every layer (NNCF's overflow fix). CPUs without int8
+    dot-product units (VNNI/AMX) multiply u8 x s8 pairs into saturating 16-bit sums; full 8-bit
+    weights overflow there and scramble scores, so those CPUs get this build.
+    """
     try:
         import nncf
         import openvino as ov
@@ -70,17 +86,24 @@ def quantize_openvino_int8(info: ModelInfo, onnx_fp32: Path, out_xml: Path) -> N
         raise BackendUnavailableError(
             "OpenVINO int8 needs openvino and nncf: pip install 'crossrank[openvino]'"
         ) from exc
+    from crossrank.backends.model_inputs import port_names
+
     logging.getLogger("nncf").setLevel(logging.ERROR)
     try:
         model = ov.Core().read_model(str(onnx_fp32))
+        batches = calibration_batches(info, port_names(model.inputs))
+        advanced: dict[str, Any] = {}
+        if overflow_fix:
+            advanced["advanced_parameters"] = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE)
         # nncf draws progress bars on stdout; an export is a one-off, and our callers may parse stdout.
         with contextlib.redirect_stdout(io.StringIO()):
             quantized = nncf.quantize(
                 model,
-                nncf.Dataset(calibration_batches(info)),
+                nncf.Dataset(batches),
                 model_type=nncf.ModelType.TRANSFORMER,
                 subset_size=10_000,
                 ignored_scope=nncf.IgnoredScope(names=_attention_matmuls(model)),
+                **advanced,
             )
         ov.save_model(quantized, str(out_xml), compress_to_fp16=False)
     except Exception as exc:

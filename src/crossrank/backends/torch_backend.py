@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import numpy as np
 
+from crossrank.backends.model_inputs import select_inputs
 from crossrank.errors import BackendUnavailableError, ModelLoadError
 from crossrank.model_files import ModelInfo
 
@@ -20,7 +20,12 @@ def cuda_available() -> bool:
 
 
 class TorchBackend:
-    """Runs ``*ForSequenceClassification`` in torch (fp32 on CPU, fp16 on CUDA unless told otherwise)."""
+    """Runs ``*ForSequenceClassification`` in torch (fp32 on CPU, fp16 on CUDA unless told otherwise).
+
+    The model gets the inputs sentence-transformers would give it (the tokenizer's
+    ``model_input_names`` that its forward takes), so a RoBERTa / XLM-RoBERTa model never sees type
+    ids it has no embedding rows for; the same rule picks the inputs of the ONNX export.
+    """
 
     def __init__(
         self,
@@ -61,16 +66,19 @@ class TorchBackend:
         self.name = f"torch-{self.dtype}" + ("" if self.device == "cpu" else f"@{self.device}")
         self._model = model
         self._torch = torch
-        params = inspect.signature(model.forward).parameters
-        self._token_types = "token_type_ids" in params
+        tokenizer = getattr(ce, "tokenizer", None)
+        declared = getattr(tokenizer, "model_input_names", None)
+        config = getattr(model, "config", None)
+        types = getattr(config, "type_vocab_size", None)
+        self._inputs = select_inputs(
+            model.forward,
+            tuple(declared) if declared else None,
+            types if isinstance(types, int) and not isinstance(types, bool) else None,
+        )
 
     def forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
-            inputs = {
-                k: torch.from_numpy(v).to(self.device)
-                for k, v in batch.items()
-                if k != "token_type_ids" or self._token_types
-            }
+            inputs = {k: torch.from_numpy(batch[k]).to(self.device) for k in self._inputs}
             logits = self._model(**inputs).logits
             return np.asarray(logits.float().cpu().numpy(), dtype=np.float32)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-ScoreScale = Literal["logit", "probability"]
+ScoreScale = Literal["logit", "probability", "rating", "rank"]
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,9 @@ class ScorerInfo:
 
     ``kind`` names the scoring method (``cross-encoder``, ``causal-lm``, ``remote``, ...);
     ``scale`` says what a raw score is: a ``logit`` (``normalize="sigmoid"`` turns it into a
-    probability) or already a ``probability`` in [0, 1].
+    probability), already a ``probability`` in [0, 1], an LLM's ``rating`` on its prompt's scale
+    (e.g. 0-10), or a ``rank``: a synthetic score that only encodes an order (higher is better;
+    listwise LLM ranking), where only ``none`` and ``minmax`` normalization are meaningful.
     """
 
     kind: str
@@ -65,13 +67,18 @@ class ScoreStats:
 
 @dataclass
 class Scored:
-    """One raw score per text (input order), with how each text was fitted to the model."""
+    """One raw score per text (input order), with how each text was fitted to the model.
+
+    ``details`` carries scorer-specific counters (an LLM's calls, tokens and parse failures) as
+    JSON-serialisable builtins; the Reranker reports them in ``RerankStats.scorer``.
+    """
 
     raw: np.ndarray
     windows: list[int]
     truncated: list[bool]
     query_truncated: bool = False
     stats: ScoreStats = field(default_factory=ScoreStats)
+    details: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> Scored:

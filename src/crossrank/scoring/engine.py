@@ -190,7 +190,7 @@ def _make_backend(
     cls = getattr(importlib.import_module(spec.module), spec.cls)
     if kind == "torch":
         return cls(info, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-    return cls(info, quantize=quantize, num_threads=num_threads)
+    return cls(info, quantize=quantize, num_threads=num_threads, trust_remote_code=trust_remote_code)
 
 
 def backend_for(info: ModelInfo, backend: str, device: str | None) -> str:
