@@ -39,16 +39,14 @@ def _candidates(documents: Sequence[Document]) -> list[Candidate]:
 
 
 def _to_documents(documents: Sequence[Document], results: RankedResults) -> list[Document]:
-    return [
-        Document(
-            page_content=documents[r.index].page_content,
-            metadata=copy_metadata(
-                documents[r.index].metadata, relevance_score=r.score, retrieval_rank=r.first_stage_rank
-            ),
-            id=documents[r.index].id,
-        )
-        for r in results
-    ]
+    out = []
+    for r in results:
+        extra: dict[str, Any] = {"relevance_score": r.score, "retrieval_rank": r.first_stage_rank}
+        if r.stages:  # a cascade ran (llm=): every stage's score and rank
+            extra["rerank_stages"] = [{"name": s.name, "score": s.score, "rank": s.rank} for s in r.stages]
+        src = documents[r.index]
+        out.append(Document(page_content=src.page_content, metadata=copy_metadata(src.metadata, **extra), id=src.id))
+    return out
 
 
 def _config(callbacks: Callbacks | None) -> Any:
@@ -63,6 +61,12 @@ class CrossRankCompressor(RerankOptions, BaseDocumentCompressor):
     in the input). Options: ``model``, ``top_n``, ``threshold``, ``normalize``, ``reranker_kwargs``,
     and ``reranker=`` to share one loaded model between components. Each call fires the custom
     callback event ``crossrank_rerank`` with the scores, counts and timings.
+
+    ``llm=`` (a LangChain chat model, or an OpenAI-compatible URL) adds an LLM stage: the
+    cross-encoder ranks every Document, then the LLM reorders its top ``llm_top_k`` (``llm_mode``
+    ``listwise`` or ``pointwise``, ``llm_kwargs`` for budget and prompts). ``relevance_score`` is
+    then the score of the last stage that ranked the Document, and ``rerank_stages`` lists each
+    stage's name, score and rank.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")

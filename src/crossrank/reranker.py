@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -79,6 +80,10 @@ class Reranker:
     overridden per call. Causal-LM rerankers (Qwen3-Reranker, mxbai-rerank-v2,
     bge-reranker-v2-gemma) are detected from their config; ``template=`` names the prompt family
     explicitly (see :mod:`crossrank.prompts`) and ``instruction=`` sets their task instruction.
+    An ``http://`` or ``https://`` URL scores through a rerank server instead
+    (:class:`crossrank.remote.RemoteScorer`): ``api=`` names its API (``cohere``, ``cohere-v2``,
+    ``jina``, ``tei``, ``infinity``) and ``remote_options=`` passes the rest (``model``,
+    ``api_key``, ``timeout``, ``max_retries``, ``max_documents``, ...).
 
     Raises:
         ModelNotFoundError, ModelLoadError, UnsupportedModelError: the model cannot be used.
@@ -112,9 +117,15 @@ class Reranker:
         max_batch_pairs: int = 512,
         template: str | None = None,
         instruction: str | None = None,
+        api: str | None = None,
+        remote_options: Mapping[str, Any] | None = None,
     ) -> None:
         if isinstance(model, Scorer):
             self.scorer: Scorer = model
+        elif isinstance(model, str) and model.startswith(("http://", "https://")):
+            from crossrank.remote import RemoteScorer  # lazy: only remote use needs httpx
+
+            self.scorer = RemoteScorer(model, api=api, **dict(remote_options or {}))
         else:
             self.scorer = LocalScorer(
                 default_model() if model is None else model,
@@ -351,7 +362,8 @@ class Reranker:
             truncated=[False] * n,
             t0=t0,
         )
-        if self.cache is None:
+        # Listwise (rank-scale) scores depend on the whole list, so they are never cached per text.
+        if self.cache is None or self.scorer.describe().scale == "rank":
             call.miss_slots = list(range(n))
             return call
         setup = f"{self.scorer.identity}:{settings.key()}"
@@ -407,6 +419,7 @@ class Reranker:
             tokenize_ms=s.stats.tokenize_s * 1000,
             model_ms=s.stats.model_s * 1000,
             total_ms=(time.perf_counter() - call.t0) * 1000,
+            scorer=dict(s.details),
         )
         return RankedResults(
             query=call.query,

@@ -29,11 +29,26 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class StageScore:
+    """What one stage of a :class:`~crossrank.cascade.Cascade` gave a candidate.
+
+    ``score`` is on that stage's own scale (a cross-encoder logit, an LLM rating, a listwise rank
+    score), so compare it only with the same stage's scores; ``rank`` is 1-based within the stage.
+    """
+
+    name: str
+    score: float
+    rank: int
+
+
+@dataclass(frozen=True)
 class Ranked:
     """One reranked candidate.
 
     ``score`` is on the scale chosen with ``normalize``; ``raw_score`` is the model output
-    (the logit, or the positive-minus-negative logit for two-label heads).
+    (the logit, or the positive-minus-negative logit for two-label heads). After a
+    :class:`~crossrank.cascade.Cascade`, ``score`` / ``raw_score`` come from the last stage that
+    ranked the candidate and ``stages`` holds every stage's score and rank (empty otherwise).
     """
 
     index: int
@@ -49,6 +64,7 @@ class Ranked:
     truncated: bool = False
     fused_score: float | None = None
     duplicate_of: int | None = None
+    stages: tuple[StageScore, ...] = ()
 
     @property
     def movement(self) -> int:
@@ -74,7 +90,11 @@ class Filtered:
 
 @dataclass(frozen=True)
 class RerankStats:
-    """What one rerank call did: counts and timings (milliseconds)."""
+    """What one rerank call did: counts and timings (milliseconds).
+
+    ``scorer`` holds scorer-specific counters as JSON-serialisable builtins (an LLM scorer's
+    calls, tokens, failures and parse reports; a cascade's per-stage reports); empty otherwise.
+    """
 
     candidates: int = 0
     pairs_scored: int = 0
@@ -88,6 +108,7 @@ class RerankStats:
     tokenize_ms: float = 0.0
     model_ms: float = 0.0
     total_ms: float = 0.0
+    scorer: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,11 @@
-"""The options and the scoring calls both framework adapters share."""
+"""The options and the scoring calls both framework adapters share.
+
+With ``llm=`` (the framework's own LLM object, an OpenAI-compatible URL, or a ready
+:class:`~crossrank.llm.LLMScorer` / :class:`~crossrank.Reranker`) the adapters run a
+:class:`~crossrank.cascade.Cascade`: the cross-encoder ranks every candidate, then the LLM reorders
+its top ``llm_top_k``; ``top_n`` / ``threshold`` / ``normalize`` keep their meaning (the threshold
+applies to the cross-encoder's scores, before the LLM sees anything).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, PrivateAttr
 
+from crossrank.cascade import Cascade
+from crossrank.errors import InvalidArgumentError
 from crossrank.inputs import check_output_options
 from crossrank.model_files import default_model
 from crossrank.reranker import Reranker
@@ -33,7 +42,19 @@ class RerankOptions(BaseModel):
     )
     normalize: str = Field(default="none", description="Score scale: none, sigmoid, softmax or minmax.")
     reranker_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra options for crossrank.Reranker.")
+    llm: Any = Field(
+        default=None,
+        exclude=True,
+        description="An LLM that reorders the cross-encoder's top llm_top_k: a LangChain chat model, a LlamaIndex "
+        "LLM, an OpenAI-compatible URL, or a crossrank LLMScorer / Reranker (None: cross-encoder only).",
+    )
+    llm_mode: str = Field(default="listwise", description="How the LLM ranks: listwise (RankGPT) or pointwise.")
+    llm_top_k: int = Field(default=10, description="How many of the cross-encoder's best the LLM reorders.")
+    llm_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra options for crossrank.llm.LLMScorer (budget, prompts, window ...)."
+    )
     _reranker: Reranker = PrivateAttr()
+    _cascade: Cascade | None = PrivateAttr(default=None)
 
     def __init__(self, *, reranker: Reranker | None = None, **data: Any) -> None:
         if reranker is not None and "model" not in data:
@@ -41,19 +62,38 @@ class RerankOptions(BaseModel):
         super().__init__(**data)
         check_output_options(self.top_n, self.threshold, self.normalize)
         self._reranker = reranker or Reranker(self.model, normalize=self.normalize, **self.reranker_kwargs)
+        if self.llm is not None:
+            self._cascade = Cascade([(self._reranker, None), (self._llm_reranker(), self.llm_top_k)])
+
+    def _llm_reranker(self) -> Reranker:
+        """The second stage from ``llm``: a Reranker as given, else one over an LLMScorer."""
+        if isinstance(self.llm_top_k, bool) or not isinstance(self.llm_top_k, int) or self.llm_top_k < 1:
+            raise InvalidArgumentError(f"llm_top_k must be an int >= 1, got {self.llm_top_k!r}")
+        if isinstance(self.llm, Reranker):
+            return self.llm
+        from crossrank.llm import LLMScorer  # lazy: the LLM layer is needed only with llm=
+
+        if isinstance(self.llm, LLMScorer):
+            return Reranker(self.llm)
+        return Reranker(LLMScorer(self.llm, mode=self.llm_mode, **self.llm_kwargs))
 
     @property
     def reranker(self) -> Reranker:
-        """The core reranker this adapter scores with."""
+        """The core reranker this adapter scores with (the first stage when ``llm`` is set)."""
         return self._reranker
 
+    @property
+    def cascade(self) -> Cascade | None:
+        """The cross-encoder -> LLM cascade when ``llm`` is set, else None."""
+        return self._cascade
+
     def _rerank(self, query: str, candidates: Sequence[Candidate]) -> RankedResults:
-        return self._reranker.rerank(
-            query, candidates, top_n=self.top_n, threshold=self.threshold, normalize=self.normalize
-        )
+        runner = self._cascade or self._reranker
+        return runner.rerank(query, candidates, top_n=self.top_n, threshold=self.threshold, normalize=self.normalize)
 
     async def _arerank(self, query: str, candidates: Sequence[Candidate]) -> RankedResults:
-        return await self._reranker.arerank(
+        runner = self._cascade or self._reranker
+        return await runner.arerank(
             query, candidates, top_n=self.top_n, threshold=self.threshold, normalize=self.normalize
         )
 
@@ -64,8 +104,8 @@ class RerankOptions(BaseModel):
             "candidates": candidates,
             "top_n": self.top_n,
             "returned": len(results),
-            "model": self._reranker.model_name,
-            "backend": self._reranker.backend_name,
+            "model": results.model,
+            "backend": results.backend,
             "seconds": time.perf_counter() - started,
             "scores": results.scores,
             "filtered": len(results.filtered),

@@ -32,6 +32,11 @@ class CrossRankRerank(RerankOptions, BaseNodePostprocessor):
     copy's metadata as ``retrieval_score``. Options: ``model``, ``top_n``, ``threshold``,
     ``normalize``, ``reranker_kwargs``, ``metadata_mode``, and ``reranker=`` to share one loaded
     model. Fires LlamaIndex's ``ReRankStartEvent`` / ``ReRankEndEvent`` and the RERANKING callback.
+
+    ``llm=`` (a LlamaIndex LLM, or an OpenAI-compatible URL) adds an LLM stage: the cross-encoder
+    ranks every node, then the LLM reorders its top ``llm_top_k`` (``llm_mode`` ``listwise`` or
+    ``pointwise``, ``llm_kwargs`` for budget and prompts). ``score`` is then the score of the last
+    stage that ranked the node (scales differ between stages; the list order is the ranking).
     """
 
     keep_retrieval_score: bool = Field(default=False, description="Keep the first-stage score in metadata.")
