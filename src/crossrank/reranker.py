@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from typing_extensions import TypedDict, Unpack
 
 from crossrank.cache import CacheInfo, ScoreCache
 from crossrank.errors import InvalidArgumentError, InvalidDocumentTypeError
@@ -36,6 +37,22 @@ from crossrank.scales import normalize_scores
 from crossrank.scoring.base import Scored, Scorer, ScoreSettings
 from crossrank.scoring.engine import Engine
 from crossrank.scoring.local import LocalScorer
+
+
+class CallOptions(TypedDict, total=False):
+    """Per-call overrides of a :class:`Reranker`'s ranking options (``None`` keeps the constructor's).
+
+    ``top_n``: keep the best n; ``threshold``: drop scores below it on the ``normalize`` scale;
+    ``normalize``: none, sigmoid, softmax or minmax; ``dedupe``: drop repeated texts; ``fusion``:
+    none or rrf; ``long_documents``: truncate or windows.
+    """
+
+    top_n: int | None
+    threshold: float | None
+    normalize: str | None
+    dedupe: bool | None
+    fusion: str | None
+    long_documents: str | None
 
 
 def _normal_text(text: str) -> str:
@@ -230,64 +247,26 @@ class Reranker:
         self._fill(call, scored)
         return self._scores(call)
 
-    def rerank(
-        self,
-        query: str,
-        candidates: Iterable[object],
-        *,
-        top_n: int | None = None,
-        threshold: float | None = None,
-        normalize: str | None = None,
-        dedupe: bool | None = None,
-        fusion: str | None = None,
-        long_documents: str | None = None,
-    ) -> RankedResults:
+    def rerank(self, query: str, candidates: Iterable[object], **options: Unpack[CallOptions]) -> RankedResults:
         """Rerank candidates (str, :class:`Candidate` or mappings with ``text``), best first.
 
+        Keyword options (each overrides the constructor's for this call): ``top_n``, ``threshold``,
+        ``normalize``, ``dedupe``, ``fusion``, ``long_documents`` (see :class:`CallOptions`).
         ``threshold`` drops results below it on the chosen scale, then ``top_n`` keeps the best n;
         both are reported in ``RankedResults.filtered`` so nothing disappears unexplained. Ties
         keep input order. The caller's objects are never modified.
 
         Raises:
             InvalidQueryError / InvalidDocumentError (and their ``TypeError`` variants): bad input.
-            InvalidArgumentError: a bad option.
+            InvalidArgumentError: a bad option value; ``TypeError``: an unknown option name.
         """
-        call = self._begin(
-            query,
-            candidates,
-            top_n=top_n,
-            threshold=threshold,
-            normalize=normalize,
-            dedupe=dedupe,
-            fusion=fusion,
-            long_documents=long_documents,
-        )
+        call = self._begin(query, candidates, **options)
         scored = self.scorer.score(call.query, call.miss_texts, call.settings) if call.miss_slots else None
         return self._finish(call, scored)
 
-    async def arerank(
-        self,
-        query: str,
-        candidates: Iterable[object],
-        *,
-        top_n: int | None = None,
-        threshold: float | None = None,
-        normalize: str | None = None,
-        dedupe: bool | None = None,
-        fusion: str | None = None,
-        long_documents: str | None = None,
-    ) -> RankedResults:
+    async def arerank(self, query: str, candidates: Iterable[object], **options: Unpack[CallOptions]) -> RankedResults:
         """Async :meth:`rerank`: never blocks the event loop; concurrent calls share forward passes."""
-        call = self._begin(
-            query,
-            candidates,
-            top_n=top_n,
-            threshold=threshold,
-            normalize=normalize,
-            dedupe=dedupe,
-            fusion=fusion,
-            long_documents=long_documents,
-        )
+        call = self._begin(query, candidates, **options)
         scored = await self.scorer.ascore(call.query, call.miss_texts, call.settings) if call.miss_slots else None
         return self._finish(call, scored)
 

@@ -11,7 +11,7 @@ backend-independent.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +116,35 @@ def window_starts(n: int, size: int, stride: int, cap: int) -> list[int]:
     return starts[:cap]
 
 
+def add_windows(
+    out: EncodedPairs,
+    docs: Sequence[Sequence[int]],
+    *,
+    room: int,
+    overlap: int,
+    cap: int,
+    row: Callable[[list[int]], tuple[list[int], list[int]]],
+) -> None:
+    """Append each document's windows (``cap=1``: its start only, i.e. truncation) to ``out``.
+
+    ``room`` is the document tokens one input holds, ``row`` builds an input's ids and type ids
+    around a piece of document; what each document was cut to is recorded (windows, truncation).
+    """
+    stride = min(overlap, room // 2)
+    for slot, d in enumerate(docs):
+        n = len(d)
+        starts = window_starts(n, room, stride, cap)
+        for s in starts:
+            ids, types = row(list(d[s : s + room]))
+            out.ids.append(ids)
+            out.types.append(types)
+            out.owner.append(slot)
+        out.doc_tokens.append(n)
+        out.windows.append(len(starts))
+        covered = starts[-1] + room if n > room else n
+        out.truncated.append(covered < n)
+
+
 class PairEncoder:
     """Encodes query-document pairs for one model and one ``max_length``."""
 
@@ -159,20 +188,14 @@ class PairEncoder:
         tail, tail_types = list(t.suffix), list(t.suffix_types)
         out = EncodedPairs(query_truncated=q_cut)
         encs: list[Encoding] = self.tokenizer.encode_batch(list(docs), add_special_tokens=False) if docs else []
-        stride = min(window_overlap, room // 2)
-        for slot, enc in enumerate(encs):
-            d = enc.ids
-            n = len(d)
-            starts = window_starts(n, room, stride, max_windows) if windows else [0]
-            for s in starts:
-                piece = d[s : s + room]
-                out.ids.append(head + piece + tail)
-                out.types.append(head_types + [t.type_b] * len(piece) + tail_types)
-                out.owner.append(slot)
-            out.doc_tokens.append(n)
-            out.windows.append(len(starts))
-            covered = starts[-1] + room if n > room else n
-            out.truncated.append(covered < n)
+        type_b = t.type_b
+
+        def row(piece: list[int]) -> tuple[list[int], list[int]]:
+            return head + piece + tail, head_types + [type_b] * len(piece) + tail_types
+
+        add_windows(
+            out, [e.ids for e in encs], room=room, overlap=window_overlap, cap=max_windows if windows else 1, row=row
+        )
         return out
 
     def pad(self, ids: Sequence[Sequence[int]], types: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer
 
 from crossrank.errors import InvalidArgumentError, ModelLoadError
 from crossrank.prompts import PromptTemplate
-from crossrank.scoring.pairs import EncodedPairs, window_starts
+from crossrank.scoring.pairs import EncodedPairs, add_windows
 
 
 def token_id(tokenizer: Tokenizer, token: str) -> int:
@@ -83,18 +83,13 @@ class PromptEncoder:
         out = EncodedPairs(query_truncated=q_cut)
         segments = [self.template.format_document(d) for d in docs]
         encs = self.tokenizer.encode_batch(segments, add_special_tokens=False) if segments else []
-        stride = min(window_overlap, room // 2)
-        for slot, enc in enumerate(encs):
-            d = enc.ids
-            n = len(d)
-            starts = window_starts(n, room, stride, max_windows) if windows else [0]
-            for s in starts:
-                row = [*head, *d[s : s + room], *self.suffix]
-                out.ids.append(row)
-                out.types.append([0] * len(row))
-                out.owner.append(slot)
-            out.doc_tokens.append(n)
-            out.windows.append(len(starts))
-            covered = starts[-1] + room if n > room else n
-            out.truncated.append(covered < n)
+        suffix = self.suffix
+
+        def row(piece: list[int]) -> tuple[list[int], list[int]]:
+            ids = [*head, *piece, *suffix]
+            return ids, [0] * len(ids)
+
+        add_windows(
+            out, [e.ids for e in encs], room=room, overlap=window_overlap, cap=max_windows if windows else 1, row=row
+        )
         return out
