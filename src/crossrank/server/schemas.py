@@ -1,0 +1,171 @@
+"""Request and response bodies of every route, as the real clients send and expect them.
+
+Requests ignore unknown keys and accept ``null`` for every optional field (SDKs send
+``"top_n": null`` and fields of newer API versions), so a client of a newer or older API version
+still works. Responses are written by hand in :mod:`crossrank.server.app` (one JSON encode, no
+second validation pass); the response models here document them in ``/docs`` and the OpenAPI
+schema, which the fuzz tests check the responses against.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+# ---------------------------------------------------------------------------------------------- requests
+class DocumentObject(BaseModel):
+    """A document as an object: Cohere v1 and Jina send ``{"text": ...}`` (other keys are kept and echoed)."""
+
+    model_config = ConfigDict(extra="allow")
+    text: str | None = None
+
+
+class RerankV1Request(_Request):
+    """Cohere v1 ``/v1/rerank`` (also Jina's and vLLM's ``/v1/rerank``)."""
+
+    query: str
+    documents: list[str | DocumentObject]
+    model: str | None = None
+    top_n: int | None = Field(default=None, ge=1)
+    return_documents: bool | None = None
+    rank_fields: list[str] | None = None
+    max_chunks_per_doc: int | None = None
+
+
+class RerankV2Request(_Request):
+    """Cohere v2 ``/v2/rerank``."""
+
+    query: str
+    documents: list[str]
+    model: str | None = None
+    top_n: int | None = Field(default=None, ge=1)
+    max_tokens_per_doc: int | None = None
+    priority: int | None = None
+    return_documents: bool | None = None
+
+
+class RerankRequest(_Request):
+    """``/rerank``: Hugging Face TEI's body (``texts``) or Infinity's (``documents``).
+
+    TEI: ``query``, ``texts``, ``raw_scores``, ``return_text``, ``truncate``, ``truncation_direction``.
+    Infinity: ``query``, ``documents``, ``return_documents``, ``raw_scores``, ``model``, ``top_n``.
+    """
+
+    query: str
+    texts: list[str] | None = None
+    documents: list[str] | None = None
+    raw_scores: bool | None = None
+    return_text: bool | None = None
+    return_documents: bool | None = None
+    truncate: bool | None = None
+    truncation_direction: str | None = None
+    model: str | None = None
+    top_n: int | None = Field(default=None, ge=1)
+
+
+# ---------------------------------------------------------------------------------------------- responses
+class ResultDocument(_Response):
+    text: str
+
+
+class CohereResult(_Response):
+    index: int
+    relevance_score: float = Field(description="probability of relevance in [0, 1]: the sigmoid of the raw score")
+    document: ResultDocument | None = Field(default=None, description="only when return_documents is true")
+
+
+class ApiVersion(_Response):
+    version: str
+
+
+class BilledUnits(_Response):
+    search_units: float | None = None
+
+
+class Meta(_Response):
+    api_version: ApiVersion | None = None
+    billed_units: BilledUnits | None = None
+    warnings: list[str] | None = None
+
+
+class Usage(_Response):
+    """Present because Jina, vLLM and Infinity clients read it; crossrank does not count tokens (0)."""
+
+    total_tokens: int
+    prompt_tokens: int | None = None
+
+
+class RerankV1Response(_Response):
+    id: str
+    model: str
+    results: list[CohereResult]
+    meta: Meta
+    usage: Usage
+
+
+class CohereV2Result(_Response):
+    index: int
+    relevance_score: float
+
+
+class RerankV2Response(_Response):
+    id: str
+    results: list[CohereV2Result]
+    meta: Meta
+
+
+class TEIResult(_Response):
+    index: int
+    score: float = Field(description="sigmoid of the raw score, or the raw score with raw_scores=true")
+    text: str | None = None
+
+
+class InfinityResult(_Response):
+    index: int
+    relevance_score: float
+    document: str | None = None
+
+
+class InfinityResponse(_Response):
+    object: str
+    results: list[InfinityResult]
+    model: str
+    usage: Usage
+    id: str
+    created: int
+
+
+class CohereError(_Response):
+    message: str
+
+
+class TEIError(_Response):
+    error: str
+    error_type: str
+
+
+class Health(_Response):
+    status: str
+    error: str | None = None
+
+
+class Info(_Response):
+    model: str
+    served_model_names: list[str]
+    kind: str
+    backend: str
+    max_length: int | None
+    score_scale: str
+    long_documents: str
+    limits: dict[str, Any]
+    version: str
