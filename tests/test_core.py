@@ -235,3 +235,18 @@ def test_rrf_fusion_orders_by_fused_score(tiny: Reranker) -> None:
     rerank_rank = {r.index: r.rank for r in plain}
     for r in res:
         assert r.fused_score == pytest.approx(1 / (60 + r.index + 1) + 1 / (60 + rerank_rank[r.index]))
+
+
+def test_model_options_with_a_ready_scorer_are_refused(tiny: Reranker) -> None:
+    from crossrank import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="backend configure a local model"):
+        Reranker(tiny.scorer, backend="onnx")
+    with pytest.raises(InvalidArgumentError, match="remote_options"):
+        Reranker("http://127.0.0.1:9", max_length=128)
+    with pytest.raises(TypeError, match="max_lenght"):
+        Reranker(tiny.local.info.path, max_lenght=128)  # type: ignore[call-arg]
+    shared = Reranker(tiny.scorer, normalize="sigmoid")  # a second Reranker over the same loaded model
+    assert shared.scorer is tiny.scorer and shared.score("q", ["a"])[0] == pytest.approx(
+        1 / (1 + math.exp(-tiny.score("q", ["a"])[0]))
+    )

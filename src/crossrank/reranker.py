@@ -36,7 +36,7 @@ from crossrank.results import Candidate, RankedResults, RerankStats
 from crossrank.scales import normalize_scores
 from crossrank.scoring.base import Scored, Scorer, ScoreSettings
 from crossrank.scoring.engine import Engine
-from crossrank.scoring.local import LocalScorer
+from crossrank.scoring.local import LocalScorer, ModelOptions
 
 
 class CallOptions(TypedDict, total=False):
@@ -93,8 +93,12 @@ class Reranker:
     ``cross-encoder/ms-marco-MiniLM-L6-v2``), or a ready :class:`~crossrank.scoring.Scorer`. The
     model directory is checked when the ``Reranker`` is made (a bad path fails here, not on the
     first query); weights load on first use and are shared with every other ``Reranker`` of the
-    same model in the process. All options are keyword-only; the ranking options can also be
-    overridden per call. Causal-LM rerankers (Qwen3-Reranker, mxbai-rerank-v2,
+    same model in the process. All options are keyword-only. Local model options (``backend``,
+    ``device``, ``quantize``, ``batch_size``, ``max_length``, ``local_files_only``,
+    ``trust_remote_code``, ``revision``, ``cache_folder``, ``num_threads``, ``max_wait_ms``,
+    ``max_batch_pairs``, ``template``, ``instruction``: see :class:`~crossrank.scoring.local.ModelOptions`)
+    go to the :class:`~crossrank.scoring.LocalScorer`; the ranking options can also be overridden
+    per call. Causal-LM rerankers (Qwen3-Reranker, mxbai-rerank-v2,
     bge-reranker-v2-gemma) are detected from their config; ``template=`` names the prompt family
     explicitly (see :mod:`crossrank.prompts`) and ``instruction=`` sets their task instruction.
     An ``http://`` or ``https://`` URL scores through a rerank server instead
@@ -111,11 +115,6 @@ class Reranker:
         self,
         model: str | os.PathLike[str] | Scorer | None = None,
         *,
-        backend: str = "auto",
-        device: str | None = None,
-        quantize: str = "auto",
-        batch_size: int | None = None,
-        max_length: int | None = None,
         normalize: str = "none",
         long_documents: str = "truncate",
         window_overlap: int = 64,
@@ -125,42 +124,24 @@ class Reranker:
         fusion: str = "none",
         rrf_k: int = 60,
         cache_size: int = 0,
-        local_files_only: bool = False,
-        trust_remote_code: bool = False,
-        revision: str | None = None,
-        cache_folder: str | None = None,
-        num_threads: int | None = None,
-        max_wait_ms: float = 3.0,
-        max_batch_pairs: int = 512,
-        template: str | None = None,
-        instruction: str | None = None,
         api: str | None = None,
         remote_options: Mapping[str, Any] | None = None,
+        **model_options: Unpack[ModelOptions],
     ) -> None:
+        remote = isinstance(model, str) and model.startswith(("http://", "https://"))
+        if model_options and (remote or isinstance(model, Scorer)):
+            raise InvalidArgumentError(
+                f"{', '.join(sorted(model_options))} configure a local model; this Reranker scores through "
+                f"{'a rerank server (use remote_options=)' if remote else type(model).__name__}"
+            )
         if isinstance(model, Scorer):
             self.scorer: Scorer = model
-        elif isinstance(model, str) and model.startswith(("http://", "https://")):
+        elif remote:
             from crossrank.remote import RemoteScorer  # lazy: only remote use needs httpx
 
-            self.scorer = RemoteScorer(model, api=api, **dict(remote_options or {}))
+            self.scorer = RemoteScorer(str(model), api=api, **dict(remote_options or {}))
         else:
-            self.scorer = LocalScorer(
-                default_model() if model is None else model,
-                backend=backend,
-                device=device,
-                quantize=quantize,
-                batch_size=batch_size,
-                max_length=max_length,
-                local_files_only=local_files_only,
-                trust_remote_code=trust_remote_code,
-                revision=revision,
-                cache_folder=cache_folder,
-                num_threads=num_threads,
-                max_wait_ms=max_wait_ms,
-                max_batch_pairs=max_batch_pairs,
-                template=template,
-                instruction=instruction,
-            )
+            self.scorer = LocalScorer(default_model() if model is None else model, **model_options)
         self.model_name = self.scorer.describe().model
         self.normalize = check_choice("normalize", normalize, NORMALIZE_CHOICES)
         self.long_documents = check_choice("long_documents", long_documents, LONG_DOC_CHOICES)

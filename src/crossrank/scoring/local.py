@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from typing_extensions import TypedDict
 
 from crossrank.errors import InvalidArgumentError
 from crossrank.inputs import check_positive_int
@@ -24,6 +25,34 @@ from crossrank.scales import aggregate_windows
 from crossrank.scoring.base import Scored, ScorerInfo, ScoreSettings, ScoreStats
 from crossrank.scoring.engine import Engine, backend_for, check_backend_choice, get_engine
 from crossrank.scoring.pairs import EncodedPairs
+
+
+class ModelOptions(TypedDict, total=False):
+    """Options of a local model (:class:`LocalScorer`), accepted by :class:`~crossrank.Reranker` too.
+
+    ``backend``: auto, torch, onnx or openvino; ``device``: e.g. ``cuda:0`` (torch); ``quantize``:
+    auto, int8, bf16 or fp32; ``batch_size``: pairs per forward pass (default: the backend's
+    measured best); ``max_length``: tokens per input (default: the model's declared length);
+    ``local_files_only`` / ``revision`` / ``cache_folder``: Hub resolution; ``trust_remote_code``:
+    run a model's own code; ``num_threads``: CPU threads; ``max_wait_ms`` / ``max_batch_pairs``:
+    async micro-batching; ``template`` / ``instruction``: causal-LM rerankers' prompt family and
+    task instruction.
+    """
+
+    backend: str
+    device: str | None
+    quantize: str
+    batch_size: int | None
+    max_length: int | None
+    local_files_only: bool
+    trust_remote_code: bool
+    revision: str | None
+    cache_folder: str | None
+    num_threads: int | None
+    max_wait_ms: float
+    max_batch_pairs: int
+    template: str | None
+    instruction: str | None
 
 
 class LocalScorer:
