@@ -9,6 +9,7 @@ from typing import Any
 
 from crossrank import Candidate, InvalidDocumentTypeError, RankedResults, Reranker
 from crossrank.integrations import RerankOptions, copy_metadata
+from crossrank.integrations.candidates import to_candidates
 
 try:
     from langchain_core.callbacks import Callbacks
@@ -27,15 +28,13 @@ EVENT_NAME = "crossrank_rerank"
 
 
 def _candidates(documents: Sequence[Document]) -> list[Candidate]:
-    out = []
-    for i, doc in enumerate(documents):
-        if not isinstance(doc, Document):
-            raise InvalidDocumentTypeError(
-                f"CrossRankCompressor takes langchain_core Documents; item {i} is {type(doc).__name__} "
-                "(for LlamaIndex nodes use llama_index.postprocessor.crossrank.CrossRankRerank)"
-            )
-        out.append(Candidate(text=doc.page_content, id=doc.id, metadata=doc.metadata))
-    return out
+    return to_candidates(
+        documents,
+        Document,
+        lambda d: Candidate(text=d.page_content, id=d.id, metadata=d.metadata),
+        takes="CrossRankCompressor takes langchain_core Documents",
+        other="for LlamaIndex nodes use llama_index.postprocessor.crossrank.CrossRankRerank",
+    )
 
 
 def _to_documents(documents: Sequence[Document], results: RankedResults) -> list[Document]:

@@ -6,8 +6,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from crossrank import Candidate, InvalidDocumentTypeError, InvalidQueryError, RankedResults, Reranker
+from crossrank import Candidate, InvalidQueryError, RankedResults, Reranker
 from crossrank.integrations import RerankOptions, copy_metadata
+from crossrank.integrations.candidates import to_candidates
 
 try:
     from llama_index.core.bridge.pydantic import Field
@@ -52,16 +53,15 @@ class CrossRankRerank(RerankOptions, BaseNodePostprocessor):
         return "CrossRankRerank"
 
     def _candidates(self, nodes: list[NodeWithScore]) -> list[Candidate]:
-        out = []
-        for i, n in enumerate(nodes):
-            if not isinstance(n, NodeWithScore):
-                raise InvalidDocumentTypeError(
-                    f"CrossRankRerank takes llama_index NodeWithScore objects; item {i} is {type(n).__name__} "
-                    "(for LangChain Documents use langchain_crossrank.CrossRankCompressor)"
-                )
-            text = n.node.get_content(metadata_mode=self.metadata_mode) or ""
-            out.append(Candidate(text=text, id=n.node.node_id, score=n.score))
-        return out
+        return to_candidates(
+            nodes,
+            NodeWithScore,
+            lambda n: Candidate(
+                text=n.node.get_content(metadata_mode=self.metadata_mode) or "", id=n.node.node_id, score=n.score
+            ),
+            takes="CrossRankRerank takes llama_index NodeWithScore objects",
+            other="for LangChain Documents use langchain_crossrank.CrossRankCompressor",
+        )
 
     def _copies(self, nodes: list[NodeWithScore], results: RankedResults) -> list[NodeWithScore]:
         out = []
