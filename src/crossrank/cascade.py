@@ -18,17 +18,29 @@ position, and compare scores only within a stage.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from typing_extensions import TypedDict, Unpack
+
 from crossrank.errors import InvalidArgumentError
 from crossrank.inputs import check_query, check_top_n, to_candidates
-from crossrank.reranker import Reranker
+from crossrank.reranker import CallOptions, Reranker
 from crossrank.results import Candidate, Filtered, Ranked, RankedResults, RerankStats, StageScore
 
-__all__ = ["Cascade", "Stage", "StageScore"]
+__all__ = ["Cascade", "CascadeOptions", "Stage", "StageScore"]
+
+
+class CascadeOptions(TypedDict, total=False):
+    """Per-call options of :meth:`Cascade.rerank`: ``top_n`` cuts the final order; ``threshold`` and
+    ``normalize`` go to the first stage (see :class:`~crossrank.reranker.CallOptions`)."""
+
+    top_n: int | None
+    threshold: float | None
+    normalize: str | None
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,7 @@ class _Flow:
 
     query: str
     candidates: list[Candidate]
+    options: CascadeOptions
     order: list[int]
     t0: float
     stage_scores: list[list[StageScore]]
@@ -74,6 +87,16 @@ class _Flow:
     truncated: set[int]  # candidates some stage had to cut
     filtered: list[Filtered]
     results: list[RankedResults]
+
+
+@dataclass(frozen=True)
+class _StageCall:
+    """One stage's request: rank ``candidates`` with ``reranker`` and ``options``; hand the result to ``done``."""
+
+    reranker: Reranker
+    candidates: list[Candidate]
+    options: CallOptions
+    done: Callable[[RankedResults], None]
 
 
 class Cascade:
@@ -112,51 +135,45 @@ class Cascade:
         inner = ", ".join(f"{s.name}(keep={s.keep})" for s in self.stages)
         return f"Cascade([{inner}])"
 
-    def rerank(
-        self,
-        query: str,
-        candidates: Iterable[object],
-        *,
-        top_n: int | None = None,
-        threshold: float | None = None,
-        normalize: str | None = None,
-    ) -> RankedResults:
+    def rerank(self, query: str, candidates: Iterable[object], **options: Unpack[CascadeOptions]) -> RankedResults:
         """Rerank ``candidates`` through every stage; best first, at most ``top_n``."""
-        flow = self._begin(query, candidates, top_n)
-        for k, stage in enumerate(self.stages):
-            take = self._take(flow, k, stage)
-            if take:
-                opts = self._options(k, threshold, normalize)
-                self._merge(flow, k, take, stage.reranker.rerank(flow.query, self._inputs(flow, take), **opts))
-        return self._finish(flow, top_n, normalize)
+        flow = self._begin(query, candidates, options)
+        for call in self._stage_calls(flow):
+            call.done(call.reranker.rerank(flow.query, call.candidates, **call.options))
+        return self._finish(flow)
 
     async def arerank(
-        self,
-        query: str,
-        candidates: Iterable[object],
-        *,
-        top_n: int | None = None,
-        threshold: float | None = None,
-        normalize: str | None = None,
+        self, query: str, candidates: Iterable[object], **options: Unpack[CascadeOptions]
     ) -> RankedResults:
         """Async :meth:`rerank`: each stage runs through its Reranker's ``arerank``."""
-        flow = self._begin(query, candidates, top_n)
+        flow = self._begin(query, candidates, options)
+        for call in self._stage_calls(flow):
+            call.done(await call.reranker.arerank(flow.query, call.candidates, **call.options))
+        return self._finish(flow)
+
+    # ------------------------------------------------------------------ internals
+    def _begin(self, query: object, candidates: Iterable[object], options: CascadeOptions) -> _Flow:
+        t0 = time.perf_counter()
+        unknown = sorted(set(options) - CascadeOptions.__optional_keys__)
+        if unknown:  # what Python says of an unknown keyword argument
+            raise TypeError(f"Cascade.rerank() got an unexpected keyword argument {unknown[0]!r}")
+        q = check_query(query)
+        check_top_n(options.get("top_n"))
+        cands = to_candidates(candidates)
+        n = len(cands)
+        return _Flow(q, cands, options, list(range(n)), t0, [[] for _ in range(n)], {}, {}, set(), [], [])
+
+    def _stage_calls(self, flow: _Flow) -> Iterator[_StageCall]:
+        """Each stage's request in turn; lazy: a stage takes its candidates once the previous one is ``done``."""
         for k, stage in enumerate(self.stages):
             take = self._take(flow, k, stage)
             if take:
-                opts = self._options(k, threshold, normalize)
-                res = await stage.reranker.arerank(flow.query, self._inputs(flow, take), **opts)
-                self._merge(flow, k, take, res)
-        return self._finish(flow, top_n, normalize)
-
-    # ------------------------------------------------------------------ internals
-    def _begin(self, query: object, candidates: Iterable[object], top_n: int | None) -> _Flow:
-        t0 = time.perf_counter()
-        q = check_query(query)
-        check_top_n(top_n)
-        cands = to_candidates(candidates)
-        n = len(cands)
-        return _Flow(q, cands, list(range(n)), t0, [[] for _ in range(n)], {}, {}, set(), [], [])
+                yield _StageCall(
+                    stage.reranker,
+                    [flow.candidates[i] for i in take],
+                    self._options(k, flow.options),
+                    functools.partial(self._merge, flow, k, take),
+                )
 
     def _take(self, flow: _Flow, k: int, stage: Stage) -> list[int]:
         take = flow.order if stage.keep is None else flow.order[: stage.keep]
@@ -168,14 +185,10 @@ class Cascade:
         return list(take)
 
     @staticmethod
-    def _options(k: int, threshold: float | None, normalize: str | None) -> dict[str, Any]:
+    def _options(k: int, options: CascadeOptions) -> CallOptions:
         if k == 0:
-            return {"threshold": threshold, "normalize": normalize}
+            return {"threshold": options.get("threshold"), "normalize": options.get("normalize")}
         return {"dedupe": False}
-
-    @staticmethod
-    def _inputs(flow: _Flow, take: list[int]) -> list[Candidate]:
-        return [flow.candidates[i] for i in take]
 
     def _merge(self, flow: _Flow, k: int, take: list[int], res: RankedResults) -> None:
         """Put stage ``k``'s order in front of the candidates it did not take; record its scores."""
@@ -200,7 +213,8 @@ class Cascade:
         flow.order = ranked + [i for i in flow.order if i not in taken and i not in dropped]
         flow.results.append(res)
 
-    def _finish(self, flow: _Flow, top_n: int | None, normalize: str | None) -> RankedResults:
+    def _finish(self, flow: _Flow) -> RankedResults:
+        top_n = flow.options.get("top_n")
         results: list[Ranked] = []
         for i in flow.order:
             rec = flow.last[i]
@@ -221,7 +235,7 @@ class Cascade:
             query=flow.query,
             results=tuple(results),
             filtered=tuple(flow.filtered),
-            normalize=flow.results[0].normalize if flow.results else (normalize or "none"),
+            normalize=flow.results[0].normalize if flow.results else (flow.options.get("normalize") or "none"),
             model=self.model_name,
             backend=self.backend_name,
             stats=self._stats(flow),

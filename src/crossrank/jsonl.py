@@ -10,19 +10,25 @@ from typing import Any
 from crossrank.errors import DatasetError
 
 
+def json_object(
+    text: str, where: str, error: type[Exception], not_object: str = "is not a JSON object"
+) -> dict[str, Any]:
+    """``text`` as a JSON object, else ``error``: "<where> is not valid JSON (why)" or "<where> <not_object>"."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{where} is not valid JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise error(f"{where} {not_object}")
+    return value
+
+
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` for each non-blank line; a bad line raises ``DatasetError`` naming it."""
     with Path(path).open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}:{n} is not valid JSON ({exc})") from exc
-            if not isinstance(row, dict):
-                raise DatasetError(f"{path}:{n} is not a JSON object")
-            yield n, row
+            if line.strip():
+                yield n, json_object(line, f"{path}:{n}", DatasetError)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

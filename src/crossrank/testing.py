@@ -166,9 +166,20 @@ def _added(tokens: list[str]) -> list[Any]:
     return [AddedToken(t, special=True, normalized=False) for t in tokens]
 
 
+def _bert_pairs(ids: dict[str, int], cls: str = "[CLS]", sep: str = "[SEP]") -> Any:
+    """BERT's post-processor: ``cls A sep`` (type 0), then ``B sep`` (type 1) for a pair."""
+    from tokenizers import processors
+
+    return processors.TemplateProcessing(
+        single=f"{cls}:0 $A:0 {sep}:0",
+        pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+        special_tokens=[(cls, ids[cls]), (sep, ids[sep])],
+    )
+
+
 def _wordpiece(front: list[str]) -> Any:
     """BERT-style lower-cased WordPiece, as BertTokenizer builds it; ``front``: pad, unk, cls, sep, mask."""
-    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers
     from tokenizers.models import WordPiece
 
     vocab = list(dict.fromkeys(front + _WORDS + _LETTERS + _DIGITS + _PUNCT + ["##" + c for c in _LETTERS]))
@@ -177,12 +188,7 @@ def _wordpiece(front: list[str]) -> Any:
     tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
-    cls, sep = front[2], front[3]
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{cls}:0 $A:0 {sep}:0",
-        pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
-        special_tokens=[(cls, ids[cls]), (sep, ids[sep])],
-    )
+    tok.post_processor = _bert_pairs(ids, cls=front[2], sep=front[3])
     tok.add_special_tokens(_added(front))
     return tok
 
@@ -218,11 +224,7 @@ def _byte_bpe(front: list[str], back: list[str], template: str) -> Any:
     if template == "roberta":
         tok.post_processor = processors.RobertaProcessing(("</s>", vocab["</s>"]), ("<s>", vocab["<s>"]))
     else:
-        tok.post_processor = processors.TemplateProcessing(
-            single="[CLS]:0 $A:0 [SEP]:0",
-            pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
-            special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
-        )
+        tok.post_processor = _bert_pairs(vocab)
     tok.add_special_tokens(_added(front + back))
     return tok
 
@@ -253,11 +255,7 @@ def _unigram(front: list[str], back: list[str], unk: str, style: str) -> Any:
             [normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(), normalizers.Strip(False, True)]
         )
         tok.pre_tokenizer = pre_tokenizers.Sequence([meta])
-        tok.post_processor = processors.TemplateProcessing(
-            single="[CLS]:0 $A:0 [SEP]:0",
-            pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
-            special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])],
-        )
+        tok.post_processor = _bert_pairs(ids)
     tok.add_special_tokens(_added(front + back))
     return tok
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from crossrank.backends import default_threads
-from crossrank.backends.export import ensure_model_file
-from crossrank.backends.model_inputs import check_input_names, model_feed, port_names, token_types_usable
-from crossrank.errors import BackendUnavailableError, InvalidArgumentError, ModelLoadError
-from crossrank.model_files import ModelInfo
+from crossrank.backends.compiled import CompiledBackend
+from crossrank.backends.model_inputs import port_names
+from crossrank.errors import InvalidArgumentError
 
 
 @functools.lru_cache(maxsize=1)
@@ -72,65 +71,53 @@ def openvino_variant(quantize: str) -> str:
     return quantize
 
 
-class OpenVinoBackend:
+class OpenVinoBackend(CompiledBackend):
     """A compiled OpenVINO model; the feed holds exactly its inputs (OpenVINO rejects any other name).
 
     ``trust_remote_code`` lets the one-off ONNX export run model code shipped in the model directory.
     """
 
-    def __init__(
-        self,
-        info: ModelInfo,
-        *,
-        quantize: str = "auto",
-        num_threads: int | None = None,
-        trust_remote_code: bool = False,
-    ) -> None:
-        try:
-            import openvino as ov
-        except ImportError as exc:
-            raise BackendUnavailableError(
-                "backend='openvino' needs OpenVINO: pip install 'crossrank[openvino]'"
-            ) from exc
+    prefix = "openvino"
+    runtime_module = "openvino"
+    missing = "backend='openvino' needs OpenVINO: pip install 'crossrank[openvino]'"
+    model_kind = "OpenVINO"
+    load_failure = "OpenVINO could not compile"
+    # 100 pairs × 200 tokens: bf16 bs 8 2.09 s, bs 16 1.90 s, bs 32 1.65 s; int8 bs 16 1.13 s, bs 32 0.97 s.
+    preferred_batch_size = 32
+
+    def _variant(self, quantize: str) -> str:
         variant = openvino_variant(quantize)
         if variant == "bf16" and not cpu_has_bf16():
             raise InvalidArgumentError(
                 "quantize='bf16' needs a CPU with bf16 units (AVX-512 BF16 or AMX); use quantize='int8' or 'fp32'"
             )
+        return variant
+
+    def _int8_file(self) -> str:
+        return int8_model_variant()
+
+    def _load(self, runtime: Any, path: Path, variant: str, threads: int) -> None:
         # int8: the ops left unquantized (softmax, layer norm, attention) run in bf16 where native.
         precision = "f32" if variant == "fp32" or not cpu_has_bf16() else "bf16"
-        file_variant = int8_model_variant() if variant == "int8" else "fp32"
-        path = ensure_model_file(info, file_variant, trust_remote_code=trust_remote_code)
-        threads = num_threads or default_threads()
-        try:
-            core = ov.Core()
-            self._compiled = core.compile_model(
-                core.read_model(str(path)),
-                "CPU",
-                {
-                    "INFERENCE_PRECISION_HINT": precision,
-                    "PERFORMANCE_HINT": "LATENCY",
-                    "INFERENCE_NUM_THREADS": threads,
-                    # Kernels are cached per input shape (default 5,000 shapes, ~4 MB each here): with real
-                    # traffic every (batch, length) is new and RSS grew 400 MB -> 1.7 GB over 300 reranks.
-                    # 64 shapes keep it flat (570 -> 640 MB) and were no slower (benchmarks/README.md).
-                    "CPU_RUNTIME_CACHE_CAPACITY": "64",
-                },
-            )
-        except Exception as exc:
-            raise ModelLoadError(
-                f"OpenVINO could not compile {path} ({exc}); delete {path.parent} to rebuild it"
-            ) from exc
-        self._inputs = port_names(self._compiled.inputs)
-        check_input_names(self._inputs, f"the OpenVINO model {path}")
-        self._zero_types = not token_types_usable(info.path)
+        core = runtime.Core()
+        self._compiled = core.compile_model(
+            core.read_model(str(path)),
+            "CPU",
+            {
+                "INFERENCE_PRECISION_HINT": precision,
+                "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_NUM_THREADS": threads,
+                # Kernels are cached per input shape (default 5,000 shapes, ~4 MB each here): with real
+                # traffic every (batch, length) is new and RSS grew 400 MB -> 1.7 GB over 300 reranks.
+                # 64 shapes keep it flat (570 -> 640 MB) and were no slower (benchmarks/README.md).
+                "CPU_RUNTIME_CACHE_CAPACITY": "64",
+            },
+        )
         self._request = self._compiled.create_infer_request()  # the engine serialises forward calls
-        self.name = f"openvino-{variant}"
-        self.variant = variant
-        self.path = path
-        # 100 pairs × 200 tokens: bf16 bs 8 2.09 s, bs 16 1.90 s, bs 32 1.65 s; int8 bs 16 1.13 s, bs 32 0.97 s.
-        self.preferred_batch_size = 32
 
-    def forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        res = self._request.infer(model_feed(batch, self._inputs, zero_token_types=self._zero_types))
+    def _input_names(self) -> list[str]:
+        return port_names(self._compiled.inputs)
+
+    def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        res = self._request.infer(feed)
         return np.array(res[self._compiled.output(0)], dtype=np.float32)

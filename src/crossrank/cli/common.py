@@ -104,15 +104,12 @@ def model(args: argparse.Namespace) -> str:
     return str(args.model) if getattr(args, "model", None) else default_model()
 
 
-def reranker_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """``Reranker`` options from the model argument group (single-valued form)."""
-    return {
-        "backend": args.backend,
-        "quantize": args.quantize,
-        "max_length": args.max_length,
-        "long_documents": args.long_documents,
-        "normalize": args.normalize,
-    }
+MODEL_OPTIONS = ("backend", "quantize", "max_length", "long_documents")
+
+
+def reranker_kwargs(args: argparse.Namespace, names: Sequence[str] = (*MODEL_OPTIONS, "normalize")) -> dict[str, Any]:
+    """``Reranker`` options from the model arguments (single-valued form): each of ``names``, read from its flag."""
+    return {name: getattr(args, name) for name in names}
 
 
 def pipeline(

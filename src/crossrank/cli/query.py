@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import time
 from typing import Any
 
 from crossrank.cli import common
 from crossrank.errors import InvalidArgumentError
+from crossrank.jsonl import json_object
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -50,13 +50,7 @@ def _filter(text: str | None) -> dict[str, Any] | None:
     """A ``--where`` / ``--where-document`` value as a dict; bad JSON is a one-line usage error."""
     if not text:
         return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidArgumentError(f"--where/--where-document is not valid JSON ({exc})") from exc
-    if not isinstance(value, dict):
-        raise InvalidArgumentError(f"--where/--where-document must be a JSON object, got {text!r}")
-    return value
+    return json_object(text, "--where/--where-document", InvalidArgumentError, f"must be a JSON object, got {text!r}")
 
 
 def _movement(old: int, new: int) -> str:
@@ -112,7 +106,7 @@ def _run_with_llm(args: argparse.Namespace, pipe: Any, where: Any, where_doc: An
     from crossrank.cascade import Cascade
     from crossrank.llm import LLMScorer
     from crossrank.reranker import Reranker
-    from crossrank.retrieval.pipeline import Hit, SearchResults
+    from crossrank.retrieval.pipeline import SearchResults
 
     if args.llm_top_k < 1:
         raise InvalidArgumentError(f"--llm-top-k must be >= 1, got {args.llm_top_k}")
@@ -125,31 +119,7 @@ def _run_with_llm(args: argparse.Namespace, pipe: Any, where: Any, where_doc: An
     t1 = time.perf_counter()
     ranked = cascade.rerank(args.text, [c for c, _ in found], top_n=args.top_n, threshold=args.threshold)
     t2 = time.perf_counter()
-    hits = [
-        Hit(
-            rank=r.rank,
-            first_stage_rank=r.first_stage_rank,
-            distance=None if math.isnan(found[r.index][1]) else found[r.index][1],
-            score=r.score,
-            id=r.id or "",
-            text=r.text,
-            metadata=dict(r.metadata),
-            windows=r.windows,
-            truncated=r.truncated,
-        )
-        for r in ranked
-    ]
-    res = SearchResults(
-        query=args.text,
-        hits=hits,
-        candidates=len(found),
-        retrieve_ms=(t1 - t0) * 1000,
-        rerank_ms=(t2 - t1) * 1000,
-        model=ranked.model,
-        backend=ranked.backend,
-        normalize=ranked.normalize,
-        filtered=len(ranked.filtered),
-    )
+    res = SearchResults.from_ranked(args.text, found, ranked, t1 - t0, t2 - t1)
     llm = dict(ranked.stats.scorer["stages"][-1]["scorer"]) if len(ranked.stats.scorer["stages"]) > 1 else {}
     if args.json:
         d = res.to_dict()

@@ -86,14 +86,7 @@ def settings_from(args: argparse.Namespace, model: str) -> Any:
 
 def reranker_options(args: argparse.Namespace) -> dict[str, Any]:
     """``Reranker`` options from the model arguments (scores stay raw: the app applies the sigmoid)."""
-    return {
-        "backend": args.backend,
-        "quantize": args.quantize,
-        "device": args.device,
-        "max_length": args.max_length,
-        "long_documents": args.long_documents,
-        "max_wait_ms": args.max_wait_ms,
-    }
+    return common.reranker_kwargs(args, (*common.MODEL_OPTIONS, "device", "max_wait_ms"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -298,27 +298,40 @@ def _httpx() -> Any:
     return httpx
 
 
-# --------------------------------------------------------------------------- LangChain
+# --------------------------------------------------------------------------- LangChain, LlamaIndex
 
 
-class LangChainClient:
-    """A LangChain chat model (messages in, ``AIMessage`` out) or string LLM (prompt in, text out)."""
+class _FrameworkClient:
+    """A framework's LLM object: its synchronous call (:meth:`_call`) runs in a worker thread."""
+
+    backend: str  # the framework, for reports and cache keys
 
     def __init__(self, llm: Any) -> None:
-        from langchain_core.language_models import BaseChatModel
-
         self.llm = llm
-        self.chat = isinstance(llm, BaseChatModel)
 
     @property
     def model_name(self) -> str:
         return _framework_model_name(self.llm)
 
-    @property
-    def backend(self) -> str:
-        return "langchain"
+    def _call(self, messages: Messages) -> LLMReply:
+        raise NotImplementedError
 
-    def _invoke(self, messages: Messages) -> LLMReply:
+    async def achat(self, messages: Messages, *, max_tokens: int, top_logprobs: int) -> LLMReply:
+        return await in_thread(lambda: self._call(messages))
+
+
+class LangChainClient(_FrameworkClient):
+    """A LangChain chat model (messages in, ``AIMessage`` out) or string LLM (prompt in, text out)."""
+
+    backend = "langchain"
+
+    def __init__(self, llm: Any) -> None:
+        from langchain_core.language_models import BaseChatModel
+
+        super().__init__(llm)
+        self.chat = isinstance(llm, BaseChatModel)
+
+    def _call(self, messages: Messages) -> LLMReply:
         if not self.chat:
             out = self.llm.invoke("\n\n".join(c for _, c in messages))
             return LLMReply(text=_text_content(getattr(out, "content", out)))
@@ -336,28 +349,13 @@ class LangChainClient:
             top_logprobs=_openai_logprobs(logprobs.get("content")) if isinstance(logprobs, Mapping) else None,
         )
 
-    async def achat(self, messages: Messages, *, max_tokens: int, top_logprobs: int) -> LLMReply:
-        return await in_thread(lambda: self._invoke(messages))
 
-
-# --------------------------------------------------------------------------- LlamaIndex
-
-
-class LlamaIndexClient:
+class LlamaIndexClient(_FrameworkClient):
     """A LlamaIndex ``LLM``: ``chat`` for every model (completion models format the messages themselves)."""
 
-    def __init__(self, llm: Any) -> None:
-        self.llm = llm
+    backend = "llama-index"
 
-    @property
-    def model_name(self) -> str:
-        return _framework_model_name(self.llm)
-
-    @property
-    def backend(self) -> str:
-        return "llama-index"
-
-    def _chat(self, messages: Messages) -> LLMReply:
+    def _call(self, messages: Messages) -> LLMReply:
         from llama_index.core.llms import ChatMessage
 
         out = self.llm.chat([ChatMessage(role=r, content=c) for r, c in messages])
@@ -372,9 +370,6 @@ class LlamaIndexClient:
             completion_tokens=usage[1],
             top_logprobs=top or None,
         )
-
-    async def achat(self, messages: Messages, *, max_tokens: int, top_logprobs: int) -> LLMReply:
-        return await in_thread(lambda: self._chat(messages))
 
 
 def _llama_usage(out: Any) -> tuple[int | None, int | None]:

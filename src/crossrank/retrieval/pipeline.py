@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from typing_extensions import TypedDict, Unpack
+
 from crossrank.errors import InvalidArgumentError, VectorStoreError
 from crossrank.inputs import check_positive_int, check_query, check_top_n
 from crossrank.model_files import default_model
@@ -58,6 +60,37 @@ class SearchResults:
     normalize: str
     filtered: int = 0
 
+    @classmethod
+    def from_ranked(
+        cls, query: str, found: list[tuple[Candidate, float]], ranked: RankedResults, retrieve_s: float, rerank_s: float
+    ) -> SearchResults:
+        """The hits of ``ranked`` (a rerank of ``found``'s candidates), with stage 1's distances and both timings."""
+        hits = [
+            Hit(
+                rank=r.rank,
+                first_stage_rank=r.first_stage_rank,
+                distance=None if math.isnan(found[r.index][1]) else found[r.index][1],
+                score=r.score,
+                id=r.id or "",
+                text=r.text,
+                metadata=dict(r.metadata),
+                windows=r.windows,
+                truncated=r.truncated,
+            )
+            for r in ranked
+        ]
+        return cls(
+            query=query,
+            hits=hits,
+            candidates=len(found),
+            retrieve_ms=retrieve_s * 1000,
+            rerank_ms=rerank_s * 1000,
+            model=ranked.model,
+            backend=ranked.backend,
+            normalize=ranked.normalize,
+            filtered=len(ranked.filtered),
+        )
+
     @property
     def total_ms(self) -> float:
         return self.retrieve_ms + self.rerank_ms
@@ -66,6 +99,39 @@ class SearchResults:
         d = asdict(self)
         d["total_ms"] = self.total_ms
         return d
+
+
+class SearchOptions(TypedDict, total=False):
+    """Options of :meth:`Pipeline.search` / :meth:`Pipeline.asearch`.
+
+    ``top_n``: hits kept (default 10); ``candidates``: stage 1's depth (default: the pipeline's);
+    ``where`` / ``where_document``: Chroma filters (stage 1 only); ``threshold``: drop reranked
+    scores below it.
+    """
+
+    top_n: int
+    candidates: int | None
+    where: dict[str, Any] | None
+    where_document: dict[str, Any] | None
+    threshold: float | None
+
+
+@dataclass
+class _SearchCall:
+    """One search's options, checked (with the query) before either stage runs."""
+
+    query: str
+    top_n: int = 10
+    candidates: int | None = None
+    where: dict[str, Any] | None = None
+    where_document: dict[str, Any] | None = None
+    threshold: float | None = None
+    t0: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        check_query(self.query)
+        check_top_n(self.top_n)
+        self.t0 = time.perf_counter()  # stage 1 starts once the call is checked
 
 
 @dataclass(frozen=True)
@@ -237,74 +303,23 @@ class Pipeline:
         ids = first_stage(query, "hybrid" if hybrid else "dense", candidates=k, dense=dense, bm25=bm25)
         return [found.get(i) or (Candidate(text=store[i][0], id=i, metadata=store[i][1]), float("nan")) for i in ids]
 
-    def search(
-        self,
-        query: str,
-        *,
-        top_n: int = 10,
-        candidates: int | None = None,
-        where: dict[str, Any] | None = None,
-        where_document: dict[str, Any] | None = None,
-        threshold: float | None = None,
-    ) -> SearchResults:
+    def search(self, query: str, **options: Unpack[SearchOptions]) -> SearchResults:
         """Both stages: :meth:`retrieve` ``candidates``, rerank them, keep ``top_n`` (and ``threshold``)."""
-        check_query(query)
-        check_top_n(top_n)
-        t0 = time.perf_counter()
-        found = self.retrieve(query, candidates=candidates, where=where, where_document=where_document)
+        call = _SearchCall(query, **options)
+        found = self.retrieve(query, candidates=call.candidates, where=call.where, where_document=call.where_document)
         t1 = time.perf_counter()
-        ranked = self.reranker.rerank(query, [c for c, _ in found], top_n=top_n, threshold=threshold)
-        return self._results(query, found, ranked, t1 - t0, time.perf_counter() - t1)
+        ranked = self.reranker.rerank(query, [c for c, _ in found], top_n=call.top_n, threshold=call.threshold)
+        return SearchResults.from_ranked(query, found, ranked, t1 - call.t0, time.perf_counter() - t1)
 
-    async def asearch(
-        self,
-        query: str,
-        *,
-        top_n: int = 10,
-        candidates: int | None = None,
-        where: dict[str, Any] | None = None,
-        where_document: dict[str, Any] | None = None,
-        threshold: float | None = None,
-    ) -> SearchResults:
+    async def asearch(self, query: str, **options: Unpack[SearchOptions]) -> SearchResults:
         """Async :meth:`search`: retrieval in a thread, reranking on the reranker's async path."""
-        check_query(query)
-        check_top_n(top_n)
-        t0 = time.perf_counter()
+        call = _SearchCall(query, **options)
         found = await asyncio.to_thread(
-            self.retrieve, query, candidates=candidates, where=where, where_document=where_document
+            self.retrieve, query, candidates=call.candidates, where=call.where, where_document=call.where_document
         )
         t1 = time.perf_counter()
-        ranked = await self.reranker.arerank(query, [c for c, _ in found], top_n=top_n, threshold=threshold)
-        return self._results(query, found, ranked, t1 - t0, time.perf_counter() - t1)
-
-    def _results(
-        self, query: str, found: list[tuple[Candidate, float]], ranked: RankedResults, t_ret: float, t_rr: float
-    ) -> SearchResults:
-        hits = [
-            Hit(
-                rank=r.rank,
-                first_stage_rank=r.first_stage_rank,
-                distance=None if math.isnan(found[r.index][1]) else found[r.index][1],
-                score=r.score,
-                id=r.id or "",
-                text=r.text,
-                metadata=dict(r.metadata),
-                windows=r.windows,
-                truncated=r.truncated,
-            )
-            for r in ranked
-        ]
-        return SearchResults(
-            query=query,
-            hits=hits,
-            candidates=len(found),
-            retrieve_ms=t_ret * 1000,
-            rerank_ms=t_rr * 1000,
-            model=self.reranker.model_name,
-            backend=self.reranker.backend_name,
-            normalize=ranked.normalize,
-            filtered=len(ranked.filtered),
-        )
+        ranked = await self.reranker.arerank(query, [c for c, _ in found], top_n=call.top_n, threshold=call.threshold)
+        return SearchResults.from_ranked(query, found, ranked, t1 - call.t0, time.perf_counter() - t1)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Chroma calls with our error type: a dead server becomes a VectorStoreError, not a stack trace."""

@@ -432,13 +432,22 @@ def create_app(
         out.extend(f"{name} is accepted but not applied: documents follow the server's settings" for name in ignored)
         return out
 
+    def cohere_meta(version: str, res: RankedResults, n: int, ignored: Sequence[str]) -> dict[str, Any]:
+        """Cohere's ``meta``: the API version, billed units and, when there are any, :func:`notes_for` as warnings."""
+        meta: dict[str, Any] = {"api_version": {"version": version}, "billed_units": {"search_units": 1}}
+        notes = notes_for(res, n, ignored)
+        if notes:
+            meta["warnings"] = notes
+        return meta
+
     # ------------------------------------------------------------------ routes
-    @app.post(
-        "/v1/rerank",
-        response_model=None,
-        responses={200: {"model": RerankV1Response}, **_responses(CohereError)},
-        summary="Cohere v1, Jina and vLLM rerank",
-    )
+    def cohere_route(path: str, response: type, summary: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """A POST route in Cohere's shape: ``response`` on success, Cohere's error body on every failure."""
+        return app.post(
+            path, response_model=None, responses={200: {"model": response}, **_responses(CohereError)}, summary=summary
+        )
+
+    @cohere_route("/v1/rerank", RerankV1Response, "Cohere v1, Jina and vLLM rerank")
     async def rerank_v1(body: RerankV1Request) -> Any:
         check_model(body.model)
         texts = _v1_texts(body.documents, body.rank_fields)
@@ -450,35 +459,23 @@ def create_app(
                 item["document"] = _v1_document(body.documents[r.index], texts[r.index])
             results.append(item)
         ignored = ["max_chunks_per_doc"] if body.max_chunks_per_doc is not None else []
-        meta: dict[str, Any] = {"api_version": {"version": "1"}, "billed_units": {"search_units": 1}}
-        notes = notes_for(res, len(texts), ignored)
-        if notes:
-            meta["warnings"] = notes
         return JSONResponse(
             {
                 "id": uuid.uuid4().hex,
                 "model": settings.model_name,
                 "results": results,
-                "meta": meta,
+                "meta": cohere_meta("1", res, len(texts), ignored),
                 "usage": {"total_tokens": 0},
             }
         )
 
-    @app.post(
-        "/v2/rerank",
-        response_model=None,
-        responses={200: {"model": RerankV2Response}, **_responses(CohereError)},
-        summary="Cohere v2 rerank",
-    )
+    @cohere_route("/v2/rerank", RerankV2Response, "Cohere v2 rerank")
     async def rerank_v2(body: RerankV2Request) -> Any:
         check_model(body.model)
         res = await score(body.query, body.documents, body.top_n)
         results = [{"index": r.index, "relevance_score": state.relevance(r.raw_score)} for r in res]
         ignored = ["max_tokens_per_doc"] if body.max_tokens_per_doc is not None else []
-        meta: dict[str, Any] = {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}}
-        notes = notes_for(res, len(body.documents), ignored)
-        if notes:
-            meta["warnings"] = notes
+        meta = cohere_meta("2", res, len(body.documents), ignored)
         return JSONResponse({"id": uuid.uuid4().hex, "results": results, "meta": meta})
 
     @app.post(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from typing_extensions import TypedDict, Unpack
+
 from crossrank.errors import missing_extra
 from crossrank.reranker import Reranker
 from crossrank.server.settings import ServerSettings
@@ -20,6 +22,15 @@ API_KEY_ENV = "CROSSRANK_API_KEY"
 def api_key_from_env(given: str | None) -> str | None:
     """``given`` if set, else ``$CROSSRANK_API_KEY``, else None (no key required)."""
     return given or os.environ.get(API_KEY_ENV) or None
+
+
+class ServeOptions(TypedDict, total=False):
+    """Where and how :func:`serve` listens; the defaults are :func:`make_server`'s."""
+
+    host: str
+    port: int
+    graceful_timeout_s: float
+    log_level: str
 
 
 def make_server(
@@ -54,16 +65,6 @@ def make_server(
     return uvicorn.Server(config)
 
 
-def serve(
-    reranker: Reranker,
-    settings: ServerSettings,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8080,
-    graceful_timeout_s: float = 30.0,
-    log_level: str = "info",
-) -> None:
-    """Serve until SIGTERM / Ctrl-C, then finish the requests in flight."""
-    make_server(
-        reranker, settings, host=host, port=port, graceful_timeout_s=graceful_timeout_s, log_level=log_level
-    ).run()
+def serve(reranker: Reranker, settings: ServerSettings, **options: Unpack[ServeOptions]) -> None:
+    """Serve until SIGTERM / Ctrl-C, then finish the requests in flight (``options``: see :func:`make_server`)."""
+    make_server(reranker, settings, **options).run()
