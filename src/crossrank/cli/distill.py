@@ -1,0 +1,151 @@
+"""``crossrank distill``: train the collection's embedder on a cross-encoder's scores, then re-embed the collection.
+
+See :mod:`crossrank.training.distill` for the stages. A run is resumable: run the same command
+again after an interrupt and it continues from the last finished stage or checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from crossrank.cli import common
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``distill`` on the ``crossrank`` subparsers."""
+    from crossrank.retrieval.first_stage import SOURCES
+    from crossrank.training.distill import DISTILL_LOSSES
+    from crossrank.training.queries import PSEUDO_KINDS
+
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "distill",
+        help="train the collection's bi-encoder on a cross-encoder's scores and re-embed the collection",
+        description="Distil a cross-encoder (the teacher) into the collection's bi-encoder (the student), on the "
+        "collection's own first-stage candidates; then re-embed the collection with the student and swap it in "
+        "once verified (the old collection is kept). Resumable: run the same command again after an interrupt.",
+    )
+    common.add_store_args(p)
+    p.add_argument("--out", required=True, help="folder for the trained student (and the run's work files)")
+    p.add_argument("--teacher", default=None, help="cross-encoder id or folder (default: $CROSSRANK_MODEL or ms-marco)")
+    p.add_argument("--student", default=None, help="bi-encoder to train (default: the collection's own embedder)")
+    p.add_argument("--queries", default=None, help="training queries: a JSONL file, or a BEIR folder (train split)")
+    p.add_argument(
+        "--pseudo-queries",
+        type=int,
+        nargs="?",
+        const=1000,
+        default=0,
+        metavar="N",
+        help="add N queries cut from the collection's documents (default N: 1000); needs no generation model",
+    )
+    p.add_argument(
+        "--pseudo-kinds",
+        type=common.comma_list(common.choice(PSEUDO_KINDS)),
+        default=list(PSEUDO_KINDS),
+        help=f"comma list from {', '.join(PSEUDO_KINDS)} (default: all, in turn)",
+    )
+    p.add_argument("--first-stage", default="dense", choices=SOURCES, help="where candidates come from")
+    p.add_argument("--candidates", type=int, default=20, help="first-stage candidates per query (default 20)")
+    p.add_argument("--negatives", type=int, default=7, help="candidates per group besides the best (default 7)")
+    p.add_argument("--groups-per-query", type=int, default=1, help="groups drawn per query (default 1)")
+    p.add_argument("--loss", default="kl", choices=DISTILL_LOSSES, help="kl: listwise KL; margin-mse (default kl)")
+    p.add_argument("--scale", type=float, default=20.0, help="student similarity = scale × cosine (default 20)")
+    p.add_argument("--temperature", type=float, default=1.0, help="kl temperature (default 1)")
+    add_training_args(p, batch_size=16, learning_rate=3e-5, eval_fraction=0.05)
+    p.add_argument("--max-seq-length", type=int, default=None, help="student tokens per text (default: its own)")
+    p.add_argument("--no-reembed", action="store_true", help="train only; leave the collection as it is")
+    p.add_argument("--no-swap", action="store_true", help="build the re-embedded collection beside the old one")
+    p.set_defaults(func=run)
+    return p
+
+
+def add_training_args(
+    p: argparse.ArgumentParser, *, batch_size: int, learning_rate: float, eval_fraction: float
+) -> None:
+    """The trainer options ``distill`` and ``finetune`` share."""
+    from crossrank.backends.table import BACKEND_CHOICES
+
+    p.add_argument("--epochs", type=float, default=1.0, help="passes over the training groups (default 1)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    p.add_argument("--batch-size", type=int, default=batch_size, help=f"groups per step (default {batch_size})")
+    p.add_argument("--lr", type=float, default=learning_rate, help=f"learning rate (default {learning_rate})")
+    p.add_argument("--warmup", type=float, default=0.1, help="warmup, a share of the steps (default 0.1)")
+    p.add_argument(
+        "--eval-fraction", type=float, default=eval_fraction, help=f"queries held out (default {eval_fraction})"
+    )
+    p.add_argument("--evaluations", type=int, default=4, help="held-out evaluations = checkpoints (default 4)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--teacher-backend", default="auto", choices=BACKEND_CHOICES, help="backend scoring the teacher")
+    p.add_argument("--teacher-max-length", type=int, default=None, help="teacher tokens per pair (default: declared)")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep trainer checkpoints after a finished run")
+    p.add_argument("--restart", action="store_true", help="discard this --out's unfinished run and start over")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Distil, re-embed, and print what changed."""
+    from crossrank.retrieval.chroma import DEFAULT_COLLECTION
+    from crossrank.training.distill import DistillConfig, distill
+
+    config = DistillConfig(
+        collection=args.collection or DEFAULT_COLLECTION,
+        out=args.out,
+        teacher=args.teacher,
+        student=args.student,
+        embedder=args.embedder,
+        db=args.db,
+        chroma_url=args.chroma_url,
+        queries=args.queries,
+        pseudo_queries=args.pseudo_queries,
+        pseudo_kinds=args.pseudo_kinds,
+        first_stage=args.first_stage,
+        candidates=args.candidates,
+        negatives=args.negatives,
+        groups_per_query=args.groups_per_query,
+        loss=args.loss,
+        scale=args.scale,
+        temperature=args.temperature,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        warmup=args.warmup,
+        max_seq_length=args.max_seq_length,
+        eval_fraction=args.eval_fraction,
+        evaluations=args.evaluations,
+        seed=args.seed,
+        teacher_backend=args.teacher_backend,
+        teacher_max_length=args.teacher_max_length,
+        reembed=not args.no_reembed,
+        swap=not args.no_swap,
+        keep_checkpoints=args.keep_checkpoints,
+        restart=args.restart,
+        progress=not args.json,
+    )
+    report = distill(config)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+        return 0
+    print(f"student saved to {report.out} ({report.steps} steps, loss {report.loss}{_losses(report.losses)})")
+    print(f"queries: {report.queries['train']} for training, {report.queries['held_out']} held out")
+    print(f"held-out: before {format_metrics(report.before)} → after {format_metrics(report.after)}")
+    swap = report.swap
+    if swap and swap.get("swapped"):
+        print(
+            f"collection '{swap['collection']}' now holds {swap['count']} documents embedded by the student; the old "
+            f"one is kept as '{swap['previous']}' until you delete it"
+        )
+    elif swap:
+        print(f"re-embedded collection: '{swap['collection']}' ({swap['count']} documents); the old one is unchanged")
+    return 0
+
+
+def format_metrics(m: dict[str, float]) -> str:
+    """``ndcg@10 0.6421 · mrr@10 ...`` for the one-line summaries."""
+    return " · ".join(f"{k} {v:.4f}" for k, v in m.items()) or "—"
+
+
+def _losses(losses: list[float]) -> str:
+    return f", {losses[0]:.4f} → {losses[-1]:.4f}" if losses else ""

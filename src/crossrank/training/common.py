@@ -1,0 +1,150 @@
+"""What both training commands share: the extra check, seeding, trainer settings, losses' scales, results.
+
+The trainers themselves are sentence-transformers' (``SentenceTransformerTrainer``,
+``CrossEncoderTrainer``), on Hugging Face's ``Trainer``: checkpoints carry optimizer, scheduler and
+RNG state, so a resumed run continues exactly where the interrupted one stopped, and
+``load_best_model_at_end`` keeps the checkpoint with the best held-out metric.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from crossrank.errors import InvalidArgumentError, missing_extra
+
+
+def require_training() -> None:
+    """Fail early, naming the extra, when the trainers' dependencies are missing."""
+    for package in ("datasets", "accelerate"):
+        try:
+            importlib.import_module(package)
+        except ImportError as exc:
+            raise missing_extra(package, "train") from exc
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (the trainer reseeds its own sampler and dropout from ``seed`` too)."""
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
+def check_fraction(name: str, value: float) -> float:
+    """A number strictly between 0 and 1."""
+    if not 0 < value < 1:
+        raise InvalidArgumentError(f"{name} must be between 0 and 1, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long a run is and when it evaluates and checkpoints."""
+
+    steps: int
+    eval_steps: int
+    logging_steps: int
+
+
+def schedule(examples: int, batch_size: int, epochs: float, max_steps: int | None, evaluations: int) -> Schedule:
+    """Total optimizer steps, and an evaluation + checkpoint every ``steps / evaluations`` steps.
+
+    The total is rounded up to a whole number of evaluation intervals, so the last step is always
+    evaluated and checkpointed (the trainer only keeps models it has evaluated).
+    """
+    if examples < 1:
+        raise InvalidArgumentError("no training examples: every query lacked enough candidates")
+    per_epoch = math.ceil(examples / batch_size)
+    wanted = max_steps if max_steps else max(1, math.ceil(per_epoch * epochs))
+    every = max(1, math.ceil(wanted / max(1, evaluations)))
+    steps = every * math.ceil(wanted / every)
+    return Schedule(steps, every, max(1, min(every, steps // 20 or 1)))
+
+
+def training_arguments(
+    cls: Any,
+    output_dir: str,
+    *,
+    batch_size: int,
+    learning_rate: float,
+    warmup: float,
+    seed: int,
+    plan: Schedule,
+    metric: str,
+    progress: bool,
+) -> Any:
+    """Trainer arguments for a CPU run: step-based evaluation and checkpoints, best kept, no reporting."""
+    return cls(
+        output_dir=output_dir,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        max_steps=plan.steps,
+        learning_rate=learning_rate,
+        warmup_steps=warmup,
+        seed=seed,
+        data_seed=seed,
+        eval_strategy="steps",
+        eval_steps=plan.eval_steps,
+        save_strategy="steps",
+        save_steps=plan.eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=True,
+        logging_steps=plan.logging_steps,
+        report_to="none",
+        disable_tqdm=not progress,
+        use_cpu=True,
+        dataloader_num_workers=0,
+    )
+
+
+def quiet(trainer: Any) -> Any:
+    """Drop the callback that prints log dicts to stdout (``--json`` output must stay clean)."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def losses_from(history: Sequence[dict[str, Any]]) -> list[float]:
+    """Every logged training loss, in order."""
+    return [float(h["loss"]) for h in history if "loss" in h and "eval_loss" not in h]
+
+
+def best_eval(history: Sequence[dict[str, Any]], best_checkpoint: str | None, prefix: str) -> dict[str, float]:
+    """The held-out metrics logged at the best checkpoint's step (prefix stripped), else the last ones."""
+    evals = [h for h in history if any(k.startswith(prefix) for k in h)]
+    if not evals:
+        return {}
+    chosen = evals[-1]
+    if best_checkpoint:
+        step = int(str(best_checkpoint).rstrip("/").rpartition("-")[2] or -1)
+        chosen = next((h for h in evals if h.get("step") == step), chosen)
+    return {k.removeprefix(prefix): float(v) for k, v in chosen.items() if k.startswith(prefix)}
+
+
+class ScaledCosine:
+    """``scale * cos(a, b)`` row by row: a cosine student on the scale of a cross-encoder's logits.
+
+    Cosines live in [-1, 1] while a teacher's logits span about ten units; MarginMSE on raw cosines
+    can never match the teacher's margins, and a softmax over raw cosines is nearly flat. Scaling
+    (20, as in sentence-transformers' ranking losses) puts both on one footing.
+    """
+
+    def __init__(self, scale: float = 20.0) -> None:
+        if not scale > 0:
+            raise InvalidArgumentError(f"similarity scale must be > 0, got {scale}")
+        self.scale = float(scale)
+        self.__name__ = "scaled_cosine"
+
+    def __call__(self, a: Any, b: Any) -> Any:
+        from sentence_transformers.util import pairwise_cos_sim
+
+        return self.scale * pairwise_cos_sim(a, b)
+
+    def get_config_dict(self) -> dict[str, float]:
+        return {"scale": self.scale}

@@ -1,0 +1,460 @@
+"""``crossrank distill``: teach a collection's bi-encoder to order candidates the way a cross-encoder does.
+
+The pipeline, in stages that a re-run with the same ``--out`` skips once done (see
+:mod:`crossrank.training.runstate`):
+
+1. **queries**: given queries (JSONL, or a BEIR folder's train split) and/or pseudo-queries cut
+   from the collection's own documents; a seeded share is held out for evaluation.
+2. **candidates**: each query's top-k from the collection's first stage
+   (:func:`crossrank.retrieval.first_stage.first_stage`: dense, bm25 or hybrid), plus its known
+   positives.
+3. **teacher**: the cross-encoder's scores for every candidate, on crossrank's fast backend, cached
+   on disk (:mod:`crossrank.training.teacher`).
+4. **train**: the student (default: the embedder that built the collection) on groups of
+   (query, teacher's best candidate, ``negatives`` other candidates) with the teacher's scores as
+   labels, by ``SentenceTransformerTrainer`` and a distillation loss: ``kl`` (listwise: KL
+   divergence from the teacher's softmax over the group) or ``margin-mse`` (the student's score
+   margins regress onto the teacher's). Held-out evaluation at every checkpoint; the best
+   checkpoint is the output; resumable.
+5. **re-embed**: a new collection built with the student, verified, then swapped in under the old
+   name; the old collection is kept (renamed) until the user deletes it
+   (:func:`crossrank.training.collection.reembed`).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crossrank.errors import DatasetError, InvalidArgumentError
+from crossrank.inputs import check_positive_int
+from crossrank.training.common import (
+    ScaledCosine,
+    best_eval,
+    check_fraction,
+    losses_from,
+    quiet,
+    require_training,
+    schedule,
+    seed_everything,
+    training_arguments,
+)
+from crossrank.training.queries import PSEUDO_KINDS, TrainQuery
+
+DISTILL_LOSSES: tuple[str, ...] = ("kl", "margin-mse")
+
+
+@dataclass
+class DistillConfig:
+    """Everything ``crossrank distill`` takes. Only ``collection`` and ``out`` are required.
+
+    ``teacher`` defaults to crossrank's default reranker; ``student`` to the embedder that built the
+    collection (recorded in its metadata, else ``embedder``, else all-MiniLM-L6-v2). ``queries`` is
+    a JSONL file or a BEIR folder (train split); ``pseudo_queries`` adds that many spans of the
+    collection's documents as queries. ``max_steps`` caps the run (quick checks, tests).
+    """
+
+    collection: str
+    out: str | Path
+    teacher: str | None = None
+    student: str | None = None
+    embedder: str | None = None
+    db: str | None = None
+    chroma_url: str | None = None
+    queries: str | Path | None = None
+    pseudo_queries: int = 0
+    pseudo_kinds: Sequence[str] = PSEUDO_KINDS
+    first_stage: str = "dense"
+    candidates: int = 20
+    negatives: int = 7
+    groups_per_query: int = 1
+    loss: str = "kl"
+    scale: float = 20.0
+    temperature: float = 1.0
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int = 16
+    learning_rate: float = 3e-5
+    warmup: float = 0.1
+    max_seq_length: int | None = None
+    eval_fraction: float = 0.05
+    evaluations: int = 4
+    seed: int = 42
+    teacher_backend: str = "auto"
+    teacher_max_length: int | None = None
+    reembed: bool = True
+    swap: bool = True
+    keep_checkpoints: bool = False
+    restart: bool = False
+    progress: bool = True
+
+    def check(self) -> None:
+        """Validate the options that can be checked before anything loads."""
+        from crossrank.retrieval.first_stage import SOURCES
+
+        if self.loss not in DISTILL_LOSSES:
+            raise InvalidArgumentError(f"loss {self.loss!r} is not supported; choose from {', '.join(DISTILL_LOSSES)}")
+        if self.first_stage not in SOURCES:
+            raise InvalidArgumentError(f"first stage {self.first_stage!r}: choose from {', '.join(SOURCES)}")
+        for name in ("candidates", "negatives", "groups_per_query", "batch_size", "evaluations"):
+            check_positive_int(name, getattr(self, name))
+        if self.negatives >= self.candidates:
+            raise InvalidArgumentError(
+                f"negatives ({self.negatives}) must be fewer than candidates ({self.candidates}): each group takes "
+                "the teacher's best candidate and negatives from the rest"
+            )
+        if self.max_steps is not None:
+            check_positive_int("max_steps", self.max_steps)
+        check_fraction("eval_fraction", self.eval_fraction)
+        if self.pseudo_queries < 0:
+            raise InvalidArgumentError(f"pseudo_queries must be >= 0, got {self.pseudo_queries}")
+        if self.queries is None and not self.pseudo_queries:
+            raise InvalidArgumentError(
+                "no training queries: pass --queries (JSONL or a BEIR folder) and/or --pseudo-queries N"
+            )
+        if not self.epochs > 0 or not self.learning_rate > 0 or not self.temperature > 0:
+            raise InvalidArgumentError("epochs, learning rate and temperature must be > 0")
+
+    def settings(self) -> dict[str, Any]:
+        """The options that decide the trained model (a run folder refuses others)."""
+        skip = {"out", "reembed", "swap", "keep_checkpoints", "restart", "progress", "db", "chroma_url"}
+        d = {k: v for k, v in asdict(self).items() if k not in skip}
+        d["queries"] = str(Path(self.queries).expanduser().resolve()) if self.queries is not None else None
+        d["pseudo_kinds"] = list(self.pseudo_kinds)
+        return d
+
+
+@dataclass
+class DistillReport:
+    """What a distillation run did and measured (``to_dict`` is the ``--json`` output)."""
+
+    out: str
+    student: str
+    teacher: dict[str, Any]
+    collection: str
+    queries: dict[str, int]
+    loss: str
+    steps: int
+    losses: list[float]
+    before: dict[str, float]
+    after: dict[str, float]
+    seconds: float
+    resumed_from: str | None = None
+    swap: dict[str, Any] | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def _groups(
+    queries: Sequence[TrainQuery],
+    cands: dict[str, list[str]],
+    scores: dict[str, list[float]],
+    texts: dict[str, str],
+    *,
+    negatives: int,
+    per_query: int,
+    rng: random.Random,
+) -> dict[str, list[Any]]:
+    """Training columns: query, positive (the teacher's best), negative_1..n, label (the teacher's scores)."""
+    cols: dict[str, list[Any]] = {"query": [], "positive": [], **{f"negative_{i + 1}": [] for i in range(negatives)}}
+    labels: list[list[float]] = []
+    for q in queries:
+        ids, sc = cands[q.qid], scores[q.qid]
+        if len(ids) < negatives + 1:
+            continue
+        order = sorted(range(len(ids)), key=lambda i: -sc[i])
+        best, rest = order[0], order[1:]
+        for _ in range(per_query):
+            picked = rng.sample(rest, negatives)
+            cols["query"].append(q.text)
+            cols["positive"].append(texts[ids[best]])
+            for i, j in enumerate(picked):
+                cols[f"negative_{i + 1}"].append(texts[ids[j]])
+            labels.append([sc[best], *(sc[j] for j in picked)])
+    return {**cols, "label": labels}
+
+
+def distill(config: DistillConfig, *, callbacks: Sequence[Any] = ()) -> DistillReport:
+    """Run (or resume) a distillation; see the module docstring. ``callbacks`` go to the trainer.
+
+    Raises:
+        EmbedderMismatchError: ``embedder`` is not the embedder that built the collection.
+        CollectionNotFoundError, DatasetError, InvalidArgumentError: bad inputs.
+        BackendUnavailableError: the ``crossrank[train]`` extra is missing.
+    """
+    config.check()
+    require_training()
+    from crossrank.model_files import default_model
+    from crossrank.retrieval.chroma import open_client
+    from crossrank.retrieval.embeddings import embedding_function, resolve_embedder
+    from crossrank.training.collection import check_embedder, get_existing, recorded_embedder, reembed, snapshot
+    from crossrank.training.runstate import RunDir
+
+    t0 = time.perf_counter()
+    run = RunDir(config.out, config.settings(), restart=config.restart)
+    seed_everything(config.seed)
+    client = open_client(config.db, config.chroma_url)
+    done = run.stage("trained")
+
+    if done is None:  # a finished run never reopens the source: after a swap it holds the student's vectors
+        source = get_existing(client, config.collection)
+        recorded, _ = recorded_embedder(source)
+        if config.embedder is not None:
+            spec = resolve_embedder(config.embedder)
+            check_embedder(source, spec)
+        else:
+            spec = resolve_embedder(recorded) if recorded else resolve_embedder(None)
+        student_spec = resolve_embedder(config.student) if config.student else spec
+        teacher_spec = config.teacher or default_model()
+        docs = snapshot(source).as_docs()
+        if not docs:
+            raise DatasetError(f"collection {config.collection!r} is empty: index documents first")
+        texts = {d: t for d, (t, _) in docs.items()}
+        train_q, held_q = _split(run, config, docs)
+        cands = _candidates(run, config, spec, train_q + held_q, docs)
+        scores, teacher_info = _teacher(run, config, teacher_spec, train_q + held_q, cands, texts)
+        before, after, steps, losses, resumed = _train(
+            run, config, student_spec, train_q, held_q, cands, scores, texts, callbacks
+        )
+        done = {
+            "student": student_spec,
+            "before": before,
+            "after": after,
+            "steps": steps,
+            "losses": losses,
+            "resumed_from": resumed,
+            "teacher": teacher_info,
+            "queries": {"train": len(train_q), "held_out": len(held_q)},
+        }
+        run.save_stage("trained", done)
+        _model_card(run, config, student_spec, done)
+        if not config.keep_checkpoints:
+            run.drop_checkpoints()
+
+    swap = run.stage("swap")
+    if config.reembed and swap is None:
+        student_dir = str(Path(config.out).expanduser().resolve())
+        rep = reembed(
+            client,
+            config.collection,
+            embedding_function(student_dir),
+            student_dir,
+            swap=config.swap,
+            progress=config.progress,
+            staging=f"distilled-{run.key[:8]}",
+        )
+        swap = rep.to_dict()
+        run.save_stage("swap", swap)
+    return DistillReport(
+        out=str(run.out),
+        student=done["student"],
+        teacher=done["teacher"],
+        collection=config.collection,
+        queries=done["queries"],
+        loss=config.loss,
+        steps=done["steps"],
+        losses=done["losses"],
+        before=done["before"],
+        after=done["after"],
+        seconds=time.perf_counter() - t0,
+        resumed_from=done.get("resumed_from"),
+        swap=swap,
+        settings=config.settings(),
+    )
+
+
+def _split(
+    run: Any, config: DistillConfig, docs: dict[str, tuple[str, dict[str, Any]]]
+) -> tuple[list[TrainQuery], list[TrainQuery]]:
+    """The run's queries, split into train and held-out (computed once, then read back)."""
+    from crossrank.training.queries import load_queries, pseudo_queries, split_heldout
+
+    saved = run.stage("queries")
+    if saved is not None:
+        return [TrainQuery.from_dict(q) for q in saved["train"]], [TrainQuery.from_dict(q) for q in saved["held_out"]]
+    queries: list[TrainQuery] = []
+    if config.queries is not None:
+        queries += load_queries(config.queries)
+    if config.pseudo_queries:
+        queries += pseudo_queries(docs, config.pseudo_queries, kinds=config.pseudo_kinds, seed=config.seed)
+    train, held = split_heldout(queries, config.eval_fraction, seed=config.seed)
+    run.save_stage("queries", {"train": [q.to_dict() for q in train], "held_out": [q.to_dict() for q in held]})
+    return train, held
+
+
+def _candidates(
+    run: Any,
+    config: DistillConfig,
+    embedder: str,
+    queries: Sequence[TrainQuery],
+    docs: dict[str, tuple[str, dict[str, Any]]],
+) -> dict[str, list[str]]:
+    """Each query's first-stage candidates from the collection, plus its known positives (cached in the run)."""
+    saved = run.stage("candidates")
+    if saved is not None:
+        return {str(k): [str(i) for i in v] for k, v in saved.items()}
+    from crossrank.retrieval.pipeline import Pipeline
+    from crossrank.training.candidates import bm25_over, mine, with_positives
+
+    dense = None
+    if config.first_stage in ("dense", "hybrid"):
+        pipe = Pipeline(config.collection, db=config.db, chroma_url=config.chroma_url, embedder=embedder)
+        dense = pipe.dense_ids
+    bm25 = bm25_over(list(docs), [t for t, _ in docs.values()]) if config.first_stage != "dense" else None
+    found = mine(
+        queries, config.first_stage, candidates=config.candidates, dense=dense, bm25=bm25, progress=config.progress
+    )
+    out = {q.qid: with_positives(found[q.qid], q.positives, docs.__contains__) for q in queries}
+    run.save_stage("candidates", out)
+    return out
+
+
+def _teacher(
+    run: Any,
+    config: DistillConfig,
+    teacher: str,
+    queries: Sequence[TrainQuery],
+    cands: dict[str, list[str]],
+    texts: dict[str, str],
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """The teacher's score for every candidate of every query (stage file first, then the disk cache)."""
+    saved = run.stage("teacher")
+    if saved is not None:
+        return {str(k): [float(x) for x in v] for k, v in saved["scores"].items()}, saved["info"]
+    from crossrank.training.teacher import Teacher
+
+    t = Teacher(teacher, run.cache_dir, backend=config.teacher_backend, max_length=config.teacher_max_length)
+    try:
+        scores = t.score_lists(
+            [(q.qid, q.text, [texts[d] for d in cands[q.qid]]) for q in queries], progress=config.progress
+        )
+    finally:
+        t.cache.close()
+    info = t.describe()
+    run.save_stage("teacher", {"scores": scores, "info": info})
+    return scores, info
+
+
+def _train(
+    run: Any,
+    config: DistillConfig,
+    student: str,
+    train_q: Sequence[TrainQuery],
+    held_q: Sequence[TrainQuery],
+    cands: dict[str, list[str]],
+    scores: dict[str, list[float]],
+    texts: dict[str, str],
+    callbacks: Sequence[Any],
+) -> tuple[dict[str, float], dict[str, float], int, list[float], str | None]:
+    """Train the student (resuming from the last checkpoint if any) and save the best model to ``out``."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from sentence_transformers import SentenceTransformerTrainingArguments as Args
+    from sentence_transformers.sentence_transformer.losses import DistillKLDivLoss, MarginMSELoss
+
+    from crossrank.training.evaluation import HeldOut, HeldOutEvaluator
+
+    rng = random.Random(config.seed)
+    train_cols = _groups(
+        train_q, cands, scores, texts, negatives=config.negatives, per_query=config.groups_per_query, rng=rng
+    )
+    eval_cols = _groups(held_q, cands, scores, texts, negatives=config.negatives, per_query=1, rng=rng)
+    if not train_cols["query"] or not eval_cols["query"]:
+        raise DatasetError(
+            f"too few candidates per query for {config.negatives} negatives: lower --negatives or raise --candidates"
+        )
+    samples = [
+        HeldOut(q.text, cands[q.qid], [texts[d] for d in cands[q.qid]], dict(q.positives), scores[q.qid])
+        for q in held_q
+    ]
+    model = SentenceTransformer(student, device="cpu")
+    if config.max_seq_length:
+        model.max_seq_length = config.max_seq_length
+    evaluator = HeldOutEvaluator(samples, "bi-encoder", batch_size=config.batch_size)
+    before = run.stage("before")
+    if before is None:
+        before = {k.removeprefix("heldout_"): v for k, v in evaluator(model).items()}
+        run.save_stage("before", before)
+    similarity = ScaledCosine(config.scale)
+    loss: Any = (
+        DistillKLDivLoss(model, similarity_fct=similarity, temperature=config.temperature)
+        if config.loss == "kl"
+        else MarginMSELoss(model, similarity_fct=similarity)
+    )
+    plan = schedule(len(train_cols["query"]), config.batch_size, config.epochs, config.max_steps, config.evaluations)
+    args = training_arguments(
+        Args,
+        str(run.checkpoints),
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        warmup=config.warmup,
+        seed=config.seed,
+        plan=plan,
+        metric=evaluator.trainer_metric,
+        progress=config.progress,
+    )
+    trainer = quiet(
+        SentenceTransformerTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_dict(train_cols),
+            eval_dataset=Dataset.from_dict(eval_cols),
+            loss=loss,
+            evaluator=evaluator,
+            callbacks=list(callbacks),
+        )
+    )
+    resume = run.last_checkpoint()
+    trainer.train(resume_from_checkpoint=resume)
+    history = trainer.state.log_history
+    after = best_eval(history, trainer.state.best_model_checkpoint, "eval_heldout_")
+    model.save_pretrained(str(run.out))
+    return before, after, int(trainer.state.global_step), losses_from(history), resume
+
+
+def _model_card(run: Any, config: DistillConfig, student: str, done: dict[str, Any]) -> None:
+    """MODEL_CARD.md beside the student: data, loss, settings and the held-out table."""
+    from crossrank.training.modelcard import write_card
+
+    q = done["queries"]
+    teacher = done["teacher"]
+    write_card(
+        run.out / "MODEL_CARD.md",
+        title=f"{run.out.name}: a bi-encoder distilled from {Path(teacher['model']).name}",
+        what=(
+            f"A sentence-transformers bi-encoder, initialised from `{student}` and trained to order the first-stage "
+            f"candidates of collection `{config.collection}` the way the cross-encoder `{teacher['model']}` does."
+        ),
+        data=[
+            f"Queries: {q['train']} for training, {q['held_out']} held out "
+            f"({'given: ' + str(config.queries) if config.queries else 'no given queries'}; "
+            f"{config.pseudo_queries} pseudo-queries cut from the collection, kinds {', '.join(config.pseudo_kinds)}).",
+            f"Candidates: the collection's {config.first_stage} top-{config.candidates} per query, "
+            "plus known positives.",
+            f"Teacher scores: {teacher['model']} on {teacher['backend']} at {teacher['max_length']} tokens "
+            f"({teacher['pairs_scored']} pairs scored, {teacher['pairs_from_cache']} from the cache).",
+        ],
+        training=[
+            "Loss: "
+            + ("DistillKLDivLoss (listwise KL from the teacher softmax)" if config.loss == "kl" else "MarginMSELoss")
+            + f" over groups of 1 + {config.negatives} candidates, student similarity {config.scale} × cosine"
+            + (f", temperature {config.temperature}" if config.loss == "kl" else "")
+            + ".",
+            f"SentenceTransformerTrainer: {done['steps']} steps of {config.batch_size} groups, learning rate "
+            f"{config.learning_rate}, warmup {config.warmup}, seed {config.seed}; best held-out checkpoint kept.",
+        ],
+        before=done["before"],
+        after=done["after"],
+        settings=config.settings(),
+        notes=[
+            "Queries embedded by this model only match documents embedded by this model: the re-embedded collection "
+            "records it in its metadata (`crossrank:embedder`).",
+        ],
+    )
