@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from crossrank.errors import VectorStoreError
-from crossrank.training.collection import EMBEDDER_KEY, EmbedderMismatchError
+from crossrank.errors import EmbedderMismatchError, VectorStoreError
+from crossrank.retrieval.embedder_record import EMBEDDER_KEY
 from crossrank.training.testing import make_tiny_bi_encoder, tiny_corpus, tiny_queries
 
 pytestmark = pytest.mark.integration  # a real Chroma database
@@ -181,8 +181,9 @@ def test_a_failed_rebuild_keeps_the_old_collection(db: Path, other_bi: Path) -> 
 def test_a_collection_refuses_another_embedder(
     db: Path, tmp_path: Path, tiny_model: Path, tiny_bi: Path, other_bi: Path, queries_file: Path
 ) -> None:
+    from crossrank.retrieval.embedder_record import check_embedder
     from crossrank.retrieval.embeddings import embedding_function
-    from crossrank.training.collection import check_embedder, reembed
+    from crossrank.training.collection import reembed
     from crossrank.training.distill import distill
 
     client = _client(db)
@@ -205,15 +206,14 @@ def test_a_collection_refuses_another_embedder(
     check_embedder(swapped, str(moved))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the Pipeline change proposed with issue #15: check the collection's recorded embedder on open",
-)
 def test_the_pipeline_refuses_a_mismatched_embedder(db: Path, other_bi: Path) -> None:
     from crossrank.retrieval.pipeline import Pipeline
 
-    with pytest.raises(EmbedderMismatchError):
+    with pytest.raises(EmbedderMismatchError, match="vectors of two embedders do not mix"):
         Pipeline(NAME, db=db, embedder=other_bi)
+    # Named none: the pipeline queries with the embedder the collection records.
+    recorded = Pipeline(NAME, db=db)
+    assert recorded.embedder != str(other_bi) and recorded.count() > 0
 
 
 def test_distill_command_line(

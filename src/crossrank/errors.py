@@ -60,6 +60,10 @@ class CollectionNotFoundError(VectorStoreError, LookupError):
     """The named collection does not exist in the Chroma database."""
 
 
+class EmbedderMismatchError(VectorStoreError, ValueError):
+    """A collection's vectors were made by another embedder than the one about to query it."""
+
+
 class DatasetError(CrossrankError, ValueError):
     """An evaluation dataset or input path is missing or malformed."""
 

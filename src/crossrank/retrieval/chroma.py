@@ -63,13 +63,27 @@ def open_client(db: str | os.PathLike[str] | None = None, url: str | None = None
         raise VectorStoreError(f"cannot open the Chroma database at {path} ({exc})") from exc
 
 
-def get_collection(client: Any, name: str, embedding_function: Any, *, create: bool) -> Any:
-    """The named collection (cosine space); a missing one is an error unless ``create``."""
+def existing_collection(client: Any, name: str) -> Any | None:
+    """The named collection without an embedding function (metadata only: loads no model), or None."""
+    try:
+        return client.get_collection(name)
+    except Exception:
+        return None
+
+
+def get_collection(
+    client: Any, name: str, embedding_function: Any, *, create: bool, embedder: str | None = None
+) -> Any:
+    """The named collection (cosine space); a missing one is an error unless ``create``.
+
+    A collection created here records ``embedder`` in its metadata (see ``embedder_record``).
+    """
     try:
         if create:
-            return client.get_or_create_collection(
-                name, embedding_function=embedding_function, metadata={"hnsw:space": "cosine"}
-            )
+            from crossrank.retrieval.embedder_record import embedder_record
+
+            meta = {"hnsw:space": "cosine", **(embedder_record(embedder) if embedder else {})}
+            return client.get_or_create_collection(name, embedding_function=embedding_function, metadata=meta)
         return client.get_collection(name, embedding_function=embedding_function)
     except Exception as exc:
         text = str(exc).lower()

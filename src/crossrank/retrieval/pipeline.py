@@ -23,7 +23,8 @@ from crossrank.model_files import default_model
 from crossrank.reranker import Reranker
 from crossrank.results import Candidate, RankedResults
 from crossrank.retrieval.bm25 import BM25Index
-from crossrank.retrieval.chroma import DEFAULT_COLLECTION, get_collection, open_client
+from crossrank.retrieval.chroma import DEFAULT_COLLECTION, existing_collection, get_collection, open_client
+from crossrank.retrieval.embedder_record import check_embedder, recorded_embedder
 from crossrank.retrieval.embeddings import embedding_function, resolve_embedder
 from crossrank.retrieval.first_stage import first_stage
 from crossrank.retrieval.indexing import Chunk, discover, iter_chunks
@@ -169,11 +170,17 @@ class Pipeline:
         **reranker_kwargs: Any,
     ) -> None:
         self.candidates = check_positive_int("candidates", candidates) or 100
-        self.embedder = resolve_embedder(embedder)
-        self._ef = embedding_function(self.embedder)
         self.client = open_client(db, chroma_url, timeout=timeout)
         self.collection_name = collection
-        self.collection = get_collection(self.client, collection, self._ef, create=create)
+        existing = existing_collection(self.client, collection)
+        recorded = recorded_embedder(existing)[0] if existing is not None else None
+        named = os.fspath(embedder) if embedder is not None else os.environ.get("CROSSRANK_EMBEDDER")
+        # Query with the embedder that built the collection unless one is named; a named one must match.
+        self.embedder = resolve_embedder(named if named is not None else recorded)
+        if existing is not None:
+            check_embedder(existing, self.embedder)
+        self._ef = embedding_function(self.embedder)
+        self.collection = get_collection(self.client, collection, self._ef, create=create, embedder=self.embedder)
         self.hybrid = hybrid
         self._bm25: tuple[int, BM25Index, dict[str, tuple[str, dict[str, Any]]]] | None = None
         self._reranker = reranker if isinstance(reranker, Reranker) else None

@@ -17,7 +17,7 @@ imported only when a run starts.
 
 from __future__ import annotations
 
-from crossrank.training.collection import EmbedderMismatchError
+from crossrank.errors import EmbedderMismatchError
 from crossrank.training.distill import DistillConfig, DistillReport, distill
 from crossrank.training.finetune import FinetuneConfig, FinetuneReport, finetune
 

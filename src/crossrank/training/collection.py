@@ -1,9 +1,7 @@
 """Which embedder built a Chroma collection, and re-embedding one with a new embedder, swapped in safely.
 
-Vectors from two embedders are not comparable: a query embedded by one model and matched against
-documents embedded by another returns confident nonsense. So every collection this module builds
-records its embedder in its metadata (:data:`EMBEDDER_KEY`, plus a content fingerprint of a local
-model folder, :data:`FINGERPRINT_KEY`), and :func:`check_embedder` refuses a mismatch.
+Every collection this module builds records its embedder in its metadata
+(:mod:`crossrank.retrieval.embedder_record`), so queries never mix embedders.
 
 :func:`reembed` builds the new collection next to the old one under a staging name, verifies it
 (document count, and probe queries that must find their own documents), and only then swaps the
@@ -14,7 +12,6 @@ it. Any failure before the swap deletes the staging collection and leaves the ol
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,83 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from crossrank.errors import CollectionNotFoundError, VectorStoreError
+from crossrank.retrieval.embedder_record import (
+    embedder_record,
+)
 
-EMBEDDER_KEY = "crossrank:embedder"
-"""Collection metadata key: the embedder (model id or folder) that made the collection's vectors."""
-FINGERPRINT_KEY = "crossrank:embedder_fingerprint"
-"""Collection metadata key: content hash of the embedder folder, so a moved folder still matches."""
 BUILT_FROM_KEY = "crossrank:built_from"
 """Collection metadata key: the collection whose documents were re-embedded into this one."""
-
-
-class EmbedderMismatchError(VectorStoreError, ValueError):
-    """A collection's vectors were made by another embedder than the one about to query it."""
-
-
-def embedder_fingerprint(spec: str) -> str | None:
-    """A content hash of a local embedder folder (config, tokenizer, weights); None for a Hub id."""
-    from crossrank.model_files import fingerprint
-
-    path = Path(spec).expanduser()
-    return fingerprint(path) if path.is_dir() else None
-
-
-def embedder_record(spec: str) -> dict[str, str]:
-    """The metadata entries that name ``spec`` as a collection's embedder."""
-    record = {EMBEDDER_KEY: spec}
-    fp = embedder_fingerprint(spec)
-    if fp:
-        record[FINGERPRINT_KEY] = fp
-    return record
-
-
-def recorded_embedder(collection: Any) -> tuple[str | None, str | None]:
-    """``(embedder, fingerprint)`` a collection records, or what Chroma persisted for its embedding function.
-
-    Collections made before crossrank recorded embedders still carry the model name in Chroma's own
-    embedding-function configuration (Chroma 1.x); that is used when the metadata has none.
-    """
-    meta = dict(getattr(collection, "metadata", None) or {})
-    spec = meta.get(EMBEDDER_KEY)
-    if isinstance(spec, str) and spec:
-        fp = meta.get(FINGERPRINT_KEY)
-        return spec, fp if isinstance(fp, str) else None
-    try:  # Chroma's persisted configuration: {"embedding_function": {"config": {"model_name": ...}}}
-        config = collection._model.configuration_json or {}
-        name = (config.get("embedding_function") or {}).get("config", {}).get("model_name")
-    except Exception:
-        name = None
-    return (name, None) if isinstance(name, str) and name else (None, None)
-
-
-def same_embedder(spec: str, recorded: str, recorded_fingerprint: str | None) -> bool:
-    """Whether ``spec`` is the embedder recorded as ``recorded`` (by content when both are local folders)."""
-    if recorded_fingerprint:
-        fp = embedder_fingerprint(spec)
-        if fp is not None:
-            return fp == recorded_fingerprint
-    norm = os.path.abspath if os.path.isdir(spec) or os.path.isdir(recorded) else str
-    return norm(spec) == norm(recorded) or _hub_name(spec) == _hub_name(recorded)
-
-
-def _hub_name(spec: str) -> str:
-    """``sentence-transformers/all-MiniLM-L6-v2`` and ``all-MiniLM-L6-v2`` name one model."""
-    return spec.removeprefix("sentence-transformers/")
-
-
-def check_embedder(collection: Any, spec: str) -> None:
-    """Raise :class:`EmbedderMismatchError` if ``collection`` records an embedder other than ``spec``.
-
-    A collection that records none is accepted (nothing to compare with).
-    """
-    recorded, fp = recorded_embedder(collection)
-    if recorded is None or same_embedder(spec, recorded, fp):
-        return
-    raise EmbedderMismatchError(
-        f"collection {collection.name!r} was embedded with {recorded!r}, but {spec!r} was asked to query it: "
-        f"vectors of two embedders do not mix. Pass --embedder {recorded} (or leave --embedder out), or "
-        "re-embed the collection with `crossrank distill` or `crossrank index`"
-    )
 
 
 def get_existing(client: Any, name: str) -> Any:

@@ -193,8 +193,9 @@ def distill(config: DistillConfig, *, callbacks: Sequence[Any] = ()) -> DistillR
     require_training()
     from crossrank.model_files import default_model
     from crossrank.retrieval.chroma import open_client
+    from crossrank.retrieval.embedder_record import check_embedder, recorded_embedder
     from crossrank.retrieval.embeddings import embedding_function, resolve_embedder
-    from crossrank.training.collection import check_embedder, get_existing, recorded_embedder, reembed, snapshot
+    from crossrank.training.collection import get_existing, reembed, snapshot
     from crossrank.training.runstate import RunDir
 
     t0 = time.perf_counter()
