@@ -92,15 +92,18 @@ def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
     return BeirDataset(corpus=corpus, queries=queries, qrels=qrels, path=root)
 
 
-def ndcg_at_k(ranked: Sequence[str], rels: Mapping[str, int], k: int = 10) -> float:
-    """nDCG@k with linear gains (pytrec_eval's ndcg_cut); 0 when nothing is relevant."""
+def ndcg_at_k(ranked: Sequence[str], rels: Mapping[str, float], k: int = 10) -> float:
+    """nDCG@k with linear gains (pytrec_eval's ndcg_cut); 0 when nothing is relevant.
+
+    Gains may be integer grades (qrels) or real numbers (a teacher's probabilities) alike.
+    """
     dcg = sum(rels.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
     ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:k]
     idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
     return dcg / idcg if idcg > 0 else 0.0
 
 
-def mrr_at_k(ranked: Sequence[str], rels: Mapping[str, int], k: int = 10) -> float:
+def mrr_at_k(ranked: Sequence[str], rels: Mapping[str, float], k: int = 10) -> float:
     """1 / rank of the first relevant document in the top k (0 if none)."""
     for i, d in enumerate(ranked[:k]):
         if rels.get(d, 0) > 0:

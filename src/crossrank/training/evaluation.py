@@ -14,29 +14,15 @@ have positives, else ``teacher_ndcg@10``).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from sentence_transformers.base.evaluation import BaseEvaluator
 
-
-def ndcg(ranked: Sequence[str], gains: Mapping[str, float], k: int = 10) -> float:
-    """nDCG@k with linear gains (BEIR's convention), for integer grades or teacher probabilities alike."""
-    dcg = sum(gains.get(d, 0.0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
-    ideal = sorted((g for g in gains.values() if g > 0), reverse=True)[:k]
-    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
-    return dcg / idcg if idcg > 0 else 0.0
-
-
-def mrr(ranked: Sequence[str], gains: Mapping[str, float], k: int = 10) -> float:
-    """1 / rank of the first document with a positive gain in the top ``k`` (0 if none)."""
-    for i, d in enumerate(ranked[:k]):
-        if gains.get(d, 0) > 0:
-            return 1.0 / (i + 1)
-    return 0.0
+from crossrank.retrieval.beir import mrr_at_k as mrr
+from crossrank.retrieval.beir import ndcg_at_k as ndcg
 
 
 @dataclass(frozen=True)
