@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -148,3 +149,45 @@ class ScaledCosine:
 
     def get_config_dict(self) -> dict[str, float]:
         return {"scale": self.scale}
+
+
+def begin_run(config: Any) -> tuple[Any, float]:
+    """Check a run's config and the extra, open (or resume) its run folder and seed everything.
+
+    Returns the :class:`~crossrank.training.runstate.RunDir` and the start time.
+    """
+    from crossrank.training.runstate import RunDir
+
+    config.check()
+    require_training()
+    t0 = time.perf_counter()
+    run = RunDir(config.out, config.settings(), restart=config.restart)
+    seed_everything(config.seed)
+    return run, t0
+
+
+def optimizer_options(config: Any) -> dict[str, Any]:
+    """The ``training_arguments`` options both trainers take straight from their config."""
+    return {
+        "learning_rate": config.learning_rate,
+        "warmup": config.warmup,
+        "seed": config.seed,
+        "progress": config.progress,
+    }
+
+
+def evaluate_before(run: Any, evaluator: Any, model: Any) -> dict[str, float]:
+    """The held-out metrics of the untrained model (computed once, then read from the run folder)."""
+    before: dict[str, float] | None = run.stage("before")
+    if before is None:
+        before = {k.removeprefix("heldout_"): v for k, v in evaluator(model).items()}
+        run.save_stage("before", before)
+    return before
+
+
+def fit(run: Any, trainer: Any) -> tuple[dict[str, float], list[dict[str, Any]], str | None]:
+    """Train, resuming from the run's last checkpoint if any: (best held-out metrics, log history, resumed from)."""
+    resume = run.last_checkpoint()
+    trainer.train(resume_from_checkpoint=resume)
+    history: list[dict[str, Any]] = trainer.state.log_history
+    return best_eval(history, trainer.state.best_model_checkpoint, "eval_heldout_"), history, resume

@@ -34,13 +34,14 @@ from crossrank.errors import DatasetError, InvalidArgumentError
 from crossrank.inputs import check_positive_int
 from crossrank.training.common import (
     ScaledCosine,
-    best_eval,
+    begin_run,
     check_fraction,
+    evaluate_before,
+    fit,
     losses_from,
+    optimizer_options,
     quiet,
-    require_training,
     schedule,
-    seed_everything,
     training_arguments,
 )
 from crossrank.training.queries import PSEUDO_KINDS, TrainQuery
@@ -189,18 +190,13 @@ def distill(config: DistillConfig, *, callbacks: Sequence[Any] = ()) -> DistillR
         CollectionNotFoundError, DatasetError, InvalidArgumentError: bad inputs.
         BackendUnavailableError: the ``crossrank[train]`` extra is missing.
     """
-    config.check()
-    require_training()
     from crossrank.model_files import default_model
     from crossrank.retrieval.chroma import open_client
     from crossrank.retrieval.embedder_record import check_embedder, recorded_embedder
     from crossrank.retrieval.embeddings import embedding_function, resolve_embedder
     from crossrank.training.collection import get_existing, reembed, snapshot
-    from crossrank.training.runstate import RunDir
 
-    t0 = time.perf_counter()
-    run = RunDir(config.out, config.settings(), restart=config.restart)
-    seed_everything(config.seed)
+    run, t0 = begin_run(config)
     client = open_client(config.db, config.chroma_url)
     done = run.stage("trained")
 
@@ -379,10 +375,7 @@ def _train(
     if config.max_seq_length:
         model.max_seq_length = config.max_seq_length
     evaluator = HeldOutEvaluator(samples, "bi-encoder", batch_size=config.batch_size)
-    before = run.stage("before")
-    if before is None:
-        before = {k.removeprefix("heldout_"): v for k, v in evaluator(model).items()}
-        run.save_stage("before", before)
+    before = evaluate_before(run, evaluator, model)
     similarity = ScaledCosine(config.scale)
     loss: Any = (
         DistillKLDivLoss(model, similarity_fct=similarity, temperature=config.temperature)
@@ -394,12 +387,9 @@ def _train(
         Args,
         str(run.checkpoints),
         batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        warmup=config.warmup,
-        seed=config.seed,
         plan=plan,
         metric=evaluator.trainer_metric,
-        progress=config.progress,
+        **optimizer_options(config),
     )
     trainer = quiet(
         SentenceTransformerTrainer(
@@ -412,10 +402,7 @@ def _train(
             callbacks=list(callbacks),
         )
     )
-    resume = run.last_checkpoint()
-    trainer.train(resume_from_checkpoint=resume)
-    history = trainer.state.log_history
-    after = best_eval(history, trainer.state.best_model_checkpoint, "eval_heldout_")
+    after, history, resume = fit(run, trainer)
     model.save_pretrained(str(run.out))
     return before, after, int(trainer.state.global_step), losses_from(history), resume
 

@@ -37,13 +37,14 @@ from typing import Any
 from crossrank.errors import DatasetError, InvalidArgumentError
 from crossrank.inputs import check_positive_int
 from crossrank.training.common import (
-    best_eval,
+    begin_run,
     check_fraction,
+    evaluate_before,
+    fit,
     losses_from,
+    optimizer_options,
     quiet,
-    require_training,
     schedule,
-    seed_everything,
     training_arguments,
 )
 from crossrank.training.queries import TrainQuery
@@ -271,15 +272,10 @@ def finetune(config: FinetuneConfig, *, callbacks: Sequence[Any] = ()) -> Finetu
         DatasetError, InvalidArgumentError, ModelLoadError: bad inputs.
         BackendUnavailableError: the ``crossrank[train]`` extra is missing.
     """
-    config.check()
-    require_training()
     from crossrank.model_files import default_model
     from crossrank.training.queries import split_heldout
-    from crossrank.training.runstate import RunDir
 
-    t0 = time.perf_counter()
-    run = RunDir(config.out, config.settings(), restart=config.restart)
-    seed_everything(config.seed)
+    run, t0 = begin_run(config)
     base = config.base or config.teacher or default_model()
     done = run.stage("trained")
     if done is None:
@@ -524,10 +520,7 @@ def _train(
         str(base_dir), num_labels=1, max_length=length, activation_fn=torch.nn.Identity(), device="cpu"
     )
     evaluator = HeldOutEvaluator(held, "cross-encoder", batch_size=32)
-    before = run.stage("before")
-    if before is None:
-        before = {k.removeprefix("heldout_"): v for k, v in evaluator(model).items()}
-        run.save_stage("before", before)
+    before = evaluate_before(run, evaluator, model)
     group_size = config.negatives + 1
     if loss_name == "listwise":
         loss: Any = ce_losses.ListNetLoss(model, mini_batch_size=config.batch_size * group_size)
@@ -545,22 +538,16 @@ def _train(
         Args,
         str(run.checkpoints),
         batch_size=batch,
-        learning_rate=config.learning_rate,
-        warmup=config.warmup,
-        seed=config.seed,
         plan=plan,
         metric=evaluator.trainer_metric,
-        progress=config.progress,
+        **optimizer_options(config),
     )
     trainer = quiet(
         CrossEncoderTrainer(
             model=model, args=args, train_dataset=train_ds, loss=loss, evaluator=evaluator, callbacks=list(callbacks)
         )
     )
-    resume = run.last_checkpoint()
-    trainer.train(resume_from_checkpoint=resume)
-    history = trainer.state.log_history
-    after = best_eval(history, trainer.state.best_model_checkpoint, "eval_heldout_")
+    after, history, resume = fit(run, trainer)
     model.save_pretrained(str(run.out))
     _declare_length(run.out, length)
     return {
