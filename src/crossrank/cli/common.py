@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from crossrank.backends.table import BACKEND_CHOICES, QUANTIZE_CHOICES
 from crossrank.inputs import LONG_DOC_CHOICES, NORMALIZE_CHOICES
@@ -18,6 +18,8 @@ from crossrank.model_files import DEFAULT_MODEL, default_model
 
 if TYPE_CHECKING:
     from crossrank.retrieval.pipeline import Pipeline
+
+T = TypeVar("T")
 
 
 def add_store_args(p: argparse.ArgumentParser) -> None:
@@ -158,3 +160,20 @@ def source_label(meta: dict[str, Any], fallback: str) -> str:
         name = Path(src).name
         return f"{name}#{meta.get('chunk', 0)}" if "chunk" in meta and not name.endswith(".jsonl") else name
     return str(meta.get("topic") or fallback)
+
+
+def config_from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
+    """A dataclass config filled from parsed arguments of the same names (``--lr`` fills ``learning_rate``).
+
+    Fields with no argument keep their defaults; ``overrides`` set fields whose value is derived
+    (``swap=not args.no_swap``).
+    """
+    import dataclasses
+
+    aliases = {"learning_rate": "lr"}
+    values = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        name = aliases.get(f.name, f.name)
+        if hasattr(args, name):
+            values[f.name] = getattr(args, name)
+    return cls(**{**values, **overrides})

@@ -89,39 +89,12 @@ def run(args: argparse.Namespace) -> int:
     from crossrank.retrieval.chroma import DEFAULT_COLLECTION
     from crossrank.training.distill import DistillConfig, distill
 
-    config = DistillConfig(
+    config = common.config_from_args(
+        DistillConfig,
+        args,
         collection=args.collection or DEFAULT_COLLECTION,
-        out=args.out,
-        teacher=args.teacher,
-        student=args.student,
-        embedder=args.embedder,
-        db=args.db,
-        chroma_url=args.chroma_url,
-        queries=args.queries,
-        pseudo_queries=args.pseudo_queries,
-        pseudo_kinds=args.pseudo_kinds,
-        first_stage=args.first_stage,
-        candidates=args.candidates,
-        negatives=args.negatives,
-        groups_per_query=args.groups_per_query,
-        loss=args.loss,
-        scale=args.scale,
-        temperature=args.temperature,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        warmup=args.warmup,
-        max_seq_length=args.max_seq_length,
-        eval_fraction=args.eval_fraction,
-        evaluations=args.evaluations,
-        seed=args.seed,
-        teacher_backend=args.teacher_backend,
-        teacher_max_length=args.teacher_max_length,
         reembed=not args.no_reembed,
         swap=not args.no_swap,
-        keep_checkpoints=args.keep_checkpoints,
-        restart=args.restart,
         progress=not args.json,
     )
     report = distill(config)

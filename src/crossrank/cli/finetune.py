@@ -65,37 +65,7 @@ def run(args: argparse.Namespace) -> int:
     """Fine-tune and print the held-out table."""
     from crossrank.training.finetune import FinetuneConfig, finetune
 
-    config = FinetuneConfig(
-        train=args.train,
-        out=args.out,
-        base=args.base,
-        teacher=args.teacher,
-        loss=args.loss,
-        layers=args.layers,
-        collection=args.collection,
-        embedder=args.embedder,
-        db=args.db,
-        chroma_url=args.chroma_url,
-        mine_from=args.mine_from,
-        candidates=args.candidates,
-        negatives=args.negatives,
-        groups_per_positive=args.groups_per_positive,
-        max_length=args.max_length,
-        max_length_cap=args.max_length_cap,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        warmup=args.warmup,
-        eval_fraction=args.eval_fraction,
-        evaluations=args.evaluations,
-        seed=args.seed,
-        teacher_backend=args.teacher_backend,
-        teacher_max_length=args.teacher_max_length,
-        keep_checkpoints=args.keep_checkpoints,
-        restart=args.restart,
-        progress=not args.json,
-    )
+    config = common.config_from_args(FinetuneConfig, args, progress=not args.json)
     report = finetune(config)
     if args.json:
         print(json.dumps(report.to_dict()))
