@@ -7,6 +7,7 @@ differs between sync and async) -> :func:`crossrank.ranking.rank` -> :class:`Ran
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -223,7 +224,7 @@ class Reranker:
 
     async def ascore(self, query: str, documents: Iterable[object], *, normalize: str | None = None) -> list[float]:
         """Async :meth:`score`: never blocks the event loop; concurrent calls share forward passes."""
-        call = self._begin(query, documents, normalize=normalize)
+        call = await asyncio.to_thread(self._begin, query, documents, normalize=normalize)
         scored = await self.scorer.ascore(call.query, call.miss_texts, call.settings) if call.miss_slots else None
         self._fill(call, scored)
         return self._scores(call)
@@ -247,7 +248,8 @@ class Reranker:
 
     async def arerank(self, query: str, candidates: Iterable[object], **options: Unpack[CallOptions]) -> RankedResults:
         """Async :meth:`rerank`: never blocks the event loop; concurrent calls share forward passes."""
-        call = self._begin(query, candidates, **options)
+        # Validation, text grouping and cache hashing of a long list run off the loop too.
+        call = await asyncio.to_thread(self._begin, query, candidates, **options)
         scored = await self.scorer.ascore(call.query, call.miss_texts, call.settings) if call.miss_slots else None
         return self._finish(call, scored)
 
