@@ -87,6 +87,30 @@ def embedder_path() -> Path:
     return path
 
 
+def write_beir_slice(scifact, root: Path, *, queries: int, extra_docs: int) -> Path:  # type: ignore[no-untyped-def]
+    """A BEIR folder of the first ``queries`` SciFact test claims over their relevant abstracts plus
+    the first ``extra_docs`` others, so eval and first-stage checks run end to end in seconds."""
+    import json
+
+    qs = scifact.test_queries(queries)
+    keep = dict.fromkeys(d for q, _ in qs for d in scifact.qrels[q])
+    for d in list(scifact.corpus)[:extra_docs]:
+        keep.setdefault(d)
+    with (root / "corpus.jsonl").open("w") as f:
+        for d in keep:
+            f.write(json.dumps({"_id": d, **scifact.corpus[d]}) + "\n")
+    with (root / "queries.jsonl").open("w") as f:
+        for q, text in qs:
+            f.write(json.dumps({"_id": q, "text": text}) + "\n")
+    (root / "qrels").mkdir()
+    with (root / "qrels" / "test.tsv").open("w") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for q, _ in qs:
+            for d, s in scifact.qrels[q].items():
+                f.write(f"{q}\t{d}\t{s}\n")
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny(tiny_model: Path):  # type: ignore[no-untyped-def]
     from crossrank import Reranker

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import write_beir_slice
 
 from crossrank.cli import main
 
@@ -137,24 +138,7 @@ def test_demo_reorders(
 @pytest.fixture(scope="module")
 def mini_beir(scifact, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
     """A 12-query, ~150-document BEIR folder cut from SciFact, so eval runs end to end in seconds."""
-    root = tmp_path_factory.mktemp("mini-beir")
-    queries = scifact.test_queries(12)
-    keep = dict.fromkeys(d for q, _ in queries for d in scifact.qrels[q])
-    for d in list(scifact.corpus)[:150]:
-        keep.setdefault(d)
-    with (root / "corpus.jsonl").open("w") as f:
-        for d in keep:
-            f.write(json.dumps({"_id": d, **scifact.corpus[d]}) + "\n")
-    with (root / "queries.jsonl").open("w") as f:
-        for q, text in queries:
-            f.write(json.dumps({"_id": q, "text": text}) + "\n")
-    (root / "qrels").mkdir()
-    with (root / "qrels" / "test.tsv").open("w") as f:
-        f.write("query-id\tcorpus-id\tscore\n")
-        for q, _ in queries:
-            for d, s in scifact.qrels[q].items():
-                f.write(f"{q}\t{d}\t{s}\n")
-    return root
+    return write_beir_slice(scifact, tmp_path_factory.mktemp("mini-beir"), queries=12, extra_docs=150)
 
 
 @pytest.mark.integration

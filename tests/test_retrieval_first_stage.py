@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import write_beir_slice
 
 from crossrank.errors import InvalidArgumentError
 from crossrank.retrieval.bm25 import BM25Index
@@ -73,24 +74,7 @@ def test_bm25_ties_do_not_depend_on_index_order() -> None:
 @pytest.fixture(scope="module")
 def beir_slice(scifact, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
     """A BEIR folder of 10 SciFact claims over their relevant abstracts plus 250 others."""
-    root = tmp_path_factory.mktemp("beir-slice")
-    queries = scifact.test_queries(10)
-    keep = dict.fromkeys(d for q, _ in queries for d in scifact.qrels[q])
-    for d in list(scifact.corpus)[:250]:
-        keep.setdefault(d)
-    with (root / "corpus.jsonl").open("w") as f:
-        for d in keep:
-            f.write(json.dumps({"_id": d, **scifact.corpus[d]}) + "\n")
-    with (root / "queries.jsonl").open("w") as f:
-        for q, text in queries:
-            f.write(json.dumps({"_id": q, "text": text}) + "\n")
-    (root / "qrels").mkdir()
-    with (root / "qrels" / "test.tsv").open("w") as f:
-        f.write("query-id\tcorpus-id\tscore\n")
-        for q, _ in queries:
-            for d, s in scifact.qrels[q].items():
-                f.write(f"{q}\t{d}\t{s}\n")
-    return root
+    return write_beir_slice(scifact, tmp_path_factory.mktemp("beir-slice"), queries=10, extra_docs=250)
 
 
 @pytest.mark.integration
