@@ -18,6 +18,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 _CACHE = tempfile.mkdtemp(prefix="crossrank-test-cache-")
 os.environ["CROSSRANK_CACHE_DIR"] = _CACHE
+# backend="auto" measures every CPU path once per model (exports included); the suite's many tiny
+# models would each pay that, so it is off here and tests/test_tuning.py turns it on where it tests it.
+os.environ["CROSSRANK_TUNE"] = "0"
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CROSSRANK_SHARED", REPO.parent / "shared"))

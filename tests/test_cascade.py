@@ -268,3 +268,26 @@ def test_real_tiny_cross_encoder_then_llm(tiny: Reranker) -> None:
     by_ce = tiny.rerank(QUERY, DOCS[:12]).indices
     assert res.indices == (sorted(by_ce[:5], key=lambda i: -_llm_value(DOCS[i])) + by_ce[5:])[:8]
     assert len(llm.prompts) == 1 and res[0].stages[0].name == "cross-encoder"
+
+
+def test_fast_preset_prunes_on_a_prefix_then_ranks_the_top_k_in_full(tiny_model: Any) -> None:
+    """``Cascade.fast``: one shared model, short over all candidates, full length over the best k."""
+    docs = [f"document {i} " + " ".join(f"w{(i * 13 + j) % 50}" for j in range(90)) for i in range(12)]
+    fast = Cascade.fast(tiny_model, first_length=24, keep=5, backend="onnx", quantize="fp32")
+    prune, full = (s.reranker for s in fast.stages)
+    assert [s.name for s in fast.stages] == ["prune", "full"] and fast.stages[1].keep == 5
+    assert prune.max_length == 24 and full.max_length == Reranker(tiny_model).max_length
+    assert prune.local.engine is full.local.engine  # one loaded model
+    res = fast.rerank("w7 w8 w9", docs)
+    assert len(res) == len(docs)
+    short = prune.score("w7 w8 w9", docs)
+    long = full.score("w7 w8 w9", docs)
+    top5 = sorted(range(12), key=lambda i: -short[i])[:5]
+    assert [r.index for r in res][:5] == sorted(top5, key=lambda i: -long[i])  # the full model orders the k
+    assert [r.index for r in res][5:] == sorted(set(range(12)) - set(top5), key=lambda i: -short[i])
+    assert all([s.name for s in r.stages] == ["prune", "full"] for r in list(res)[:5])
+    assert all(isinstance(r.score, float) for r in res)
+    with pytest.raises(InvalidArgumentError, match="not shorter"):
+        Cascade.fast(tiny_model, first_length=4096)
+    with pytest.raises(InvalidArgumentError, match="first_length"):
+        Cascade.fast(tiny_model, first_length=8)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,10 @@ from crossrank.reranker import CallOptions, Reranker
 from crossrank.results import Candidate, Filtered, Ranked, RankedResults, RerankStats, StageScore
 
 __all__ = ["Cascade", "CascadeOptions", "Stage", "StageScore"]
+
+#: ``Cascade.fast`` defaults: prune on this many tokens, then the full model on the best ``FAST_KEEP``.
+FAST_FIRST_LENGTH = 64
+FAST_KEEP = 20
 
 
 class CascadeOptions(TypedDict, total=False):
@@ -120,6 +125,37 @@ class Cascade:
                 name, k = f"{base}#{k}", k + 1
             names.append(name)
         self.stages = tuple(dataclasses.replace(s, name=n) for s, n in zip(parsed, names))
+
+    @classmethod
+    def fast(
+        cls,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        keep: int = FAST_KEEP,
+        first_length: int = FAST_FIRST_LENGTH,
+        **options: Any,
+    ) -> Cascade:
+        """The speed preset: one model read twice — short, then in full on the survivors.
+
+        Stage ``prune`` scores every candidate from its first ``first_length`` tokens (query,
+        title and opening sentences: a fraction of the work); stage ``full`` reorders the best
+        ``keep`` with the model at its normal length and ``options`` (any :class:`~crossrank.Reranker`
+        option: backend, long_documents, ...). Both stages share one loaded model. The defaults
+        are the point of ``benchmarks/cascade_curve.py``'s speed/quality curve that kept SciFact
+        nDCG@10 within 0.005 of the full model (README, "Less work per query").
+        """
+        if isinstance(first_length, bool) or not isinstance(first_length, int) or first_length < 16:
+            raise InvalidArgumentError(f"first_length must be an int >= 16, got {first_length!r}")
+        full = Reranker(model, **options)
+        max_length = full.max_length
+        if max_length is not None and first_length >= max_length:
+            raise InvalidArgumentError(
+                f"first_length={first_length} is not shorter than the model's max_length={max_length}: "
+                "the prune stage would cost as much as the full one"
+            )
+        prune_options = {**options, "max_length": first_length, "long_documents": "truncate"}
+        prune = Reranker(model, **prune_options)
+        return cls([Stage(prune, None, "prune"), Stage(full, keep, "full")])
 
     @property
     def model_name(self) -> str:

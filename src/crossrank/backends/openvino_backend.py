@@ -9,35 +9,29 @@ installed, else bf16 where native, else fp32. Numbers behind this: benchmarks/RE
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from crossrank import cpuinfo
 from crossrank.backends.compiled import CompiledBackend
 from crossrank.backends.model_inputs import port_names
 from crossrank.errors import InvalidArgumentError
 
 
-@functools.lru_cache(maxsize=1)
 def _cpu_flags() -> frozenset[str]:
-    """The CPU feature flags from /proc/cpuinfo; empty where unknown (then no fast path is assumed)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return frozenset(line.partition(":")[2].split())
+    """The flags this backend decides by (the CPU's, within ``CROSSRANK_MAX_CPU_ISA`` / ``ONEDNN_MAX_CPU_ISA``)."""
+    return cpuinfo.effective_flags()
 
 
 def cpu_has_bf16() -> bool:
-    """Native bf16 matrix units (AVX-512 BF16 or AMX)."""
+    """Native bf16 matrix units (AVX-512 BF16 or AMX), within the ISA limit."""
     return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def cpu_has_int8_dot() -> bool:
-    """int8 dot-product units (AVX-512 VNNI, AVX-VNNI or AMX)."""
+    """int8 dot-product units (AVX-512 VNNI, AVX-VNNI or AMX), within the ISA limit."""
     return bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 

@@ -14,6 +14,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -32,6 +33,9 @@ from crossrank.scoring.base import ScoreStats
 from crossrank.scoring.batching import MicroBatcher
 from crossrank.scoring.families import Encoder, ModelFamily, family_for
 from crossrank.scoring.pairs import load_tokenizer, pad_batch, pad_token_id
+
+if TYPE_CHECKING:
+    from crossrank.scoring import tuning
 
 log = logging.getLogger("crossrank")
 
@@ -220,12 +224,29 @@ def get_engine(
     trust_remote_code: bool = False,
     num_threads: int | None = None,
     instruction: str | None = None,
+    tune: bool | None = None,
 ) -> Engine:
-    """Load once, share everywhere: the same model asked for twice returns the same engine."""
+    """Load once, share everywhere: the same model asked for twice returns the same engine.
+
+    ``backend="auto"`` on CPU runs what :mod:`crossrank.scoring.tuning` measured fastest for this
+    model and CPU (measuring once, then cached); ``tune=False`` or ``CROSSRANK_TUNE=0`` uses the
+    static rule and its fallback chain instead (``tune=None``: the environment decides).
+    """
     kind = backend_for(info, backend, device)
     falls_back = backend == "auto" and info.kind == "cross-encoder" and kind != "torch"
+    from crossrank.scoring import tuning
+
+    measured = falls_back and (tuning.tuning_enabled() if tune is None else bool(tune))
     key = _key(
-        info, "auto" if falls_back else kind, device, quantize, dtype, trust_remote_code, num_threads, instruction
+        info,
+        "auto" if falls_back else kind,
+        device,
+        quantize,
+        dtype,
+        trust_remote_code,
+        num_threads,
+        instruction,
+        measured,
     )
     with _REGISTRY_LOCK:
         engine = _REGISTRY.get(key)
@@ -234,7 +255,7 @@ def get_engine(
         tokenizer = load_tokenizer(info.path)
         family = family_for(info, tokenizer, instruction=instruction)
 
-        def build(kind: str, quantize: str) -> Backend:
+        def build(kind: str, quantize: str, threads: int | None = num_threads) -> Backend:
             return _make_backend(
                 kind,
                 info,
@@ -243,7 +264,7 @@ def get_engine(
                 quantize=quantize,
                 dtype=dtype,
                 trust_remote_code=trust_remote_code,
-                num_threads=num_threads,
+                num_threads=threads,
             )
 
         if not falls_back:
@@ -255,9 +276,121 @@ def get_engine(
                     "use backend='auto' (it falls back to what works) or backend='torch'"
                 ) from exc
         else:
-            be = _first_that_builds(info, kind, quantize, build)
+            tuned = _tuned_backend(info, tokenizer, family, quantize, num_threads, build) if measured else None
+            be = tuned if tuned is not None else _first_that_builds(info, kind, quantize, build)
         engine = _REGISTRY[key] = Engine(info, be, tokenizer, family)
         return engine
+
+
+def measure_paths(
+    info: ModelInfo,
+    tokenizer: Tokenizer,
+    family: ModelFamily,
+    build: Callable[[str, str, int], Backend],
+    *,
+    quantize: str = "auto",
+    num_threads: int | None = None,
+    progress: bool | None = None,
+) -> tuning.Decision:
+    """Run :func:`crossrank.scoring.tuning.tune` for a model: time every CPU path on its own encoder's inputs."""
+    from crossrank.scoring import tuning
+
+    encoders: dict[int, Encoder] = {}
+
+    def encoder_for(length: int) -> Encoder:
+        return encoders.setdefault(length, family.encoder(tokenizer, length))
+
+    def score(be: Backend, work: tuning.Workload, batch_size: int) -> np.ndarray:
+        return Engine(info, be, tokenizer, family).score_tokens(work.ids, work.types, batch_size=batch_size)
+
+    work = tuning.workload(info, encoder_for)
+    return tuning.tune(info, build, score, work, quantize=quantize, num_threads=num_threads, progress=progress)
+
+
+def retune(
+    info: ModelInfo,
+    *,
+    quantize: str = "auto",
+    num_threads: int | None = None,
+    trust_remote_code: bool = False,
+    progress: bool | None = None,
+    save: bool = True,
+) -> tuning.Decision:
+    """Measure the CPU paths for ``info`` now (ignoring any cached decision) and cache the new decision.
+
+    What ``crossrank tune`` runs. Engines already loaded keep their backend until
+    :func:`clear_engines` (or a new process) picks the new decision up.
+    """
+    from crossrank.scoring import tuning
+
+    check_backend_choice("auto", quantize)
+    if info.kind != "cross-encoder":
+        raise InvalidArgumentError(
+            f"{info.name} is a {info.kind} reranker; tuning measures the CPU paths of cross-encoders only"
+        )
+    tokenizer = load_tokenizer(info.path)
+    family = family_for(info, tokenizer)
+
+    def build(kind: str, q: str, threads: int | None = num_threads) -> Backend:
+        return _make_backend(
+            kind,
+            info,
+            family,
+            device="cpu",
+            quantize=q,
+            dtype="auto",
+            trust_remote_code=trust_remote_code,
+            num_threads=threads,
+        )
+
+    decision = measure_paths(
+        info, tokenizer, family, build, quantize=quantize, num_threads=num_threads, progress=progress
+    )
+    if save:
+        tuning.save_decision(decision)
+    return decision
+
+
+def _tuned_backend(
+    info: ModelInfo,
+    tokenizer: Tokenizer,
+    family: ModelFamily,
+    quantize: str,
+    num_threads: int | None,
+    build: Callable[..., Backend],
+) -> Backend | None:
+    """The measured fastest path (measuring now if no decision is cached); None: use the static chain."""
+    from crossrank.scoring import tuning
+
+    decision = tuning.cached_decision(info, quantize, num_threads)
+    if decision is None:
+        try:
+            decision = measure_paths(info, tokenizer, family, build, quantize=quantize, num_threads=num_threads)
+        except CrossrankError as exc:
+            log.warning("%s: could not measure the CPU paths (%s); using the static rule", info.name, exc)
+            return None
+        tuning.save_decision(decision)
+        log.info(
+            "%s: auto chose %s %s (batch %d) by measurement",
+            info.name,
+            decision.backend,
+            decision.quantize,
+            decision.batch_size,
+        )
+    try:
+        be = build(decision.backend, decision.quantize, decision.threads if num_threads is None else num_threads)
+    except (ExportError, ModelLoadError, BackendUnavailableError) as exc:
+        log.warning(
+            "%s: the tuned path %s %s no longer builds (%s); using the static rule",
+            info.name,
+            decision.backend,
+            decision.quantize,
+            exc,
+        )
+        return None
+    be.preferred_batch_size = decision.batch_size  # type: ignore[attr-defined]
+    be.tuned = decision  # type: ignore[attr-defined]
+    return be
 
 
 def _key(info: ModelInfo, *settings: object) -> tuple[object, ...]:

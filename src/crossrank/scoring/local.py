@@ -36,7 +36,8 @@ class ModelOptions(TypedDict, total=False):
     ``local_files_only`` / ``revision`` / ``cache_folder``: Hub resolution; ``trust_remote_code``:
     run a model's own code; ``num_threads``: CPU threads; ``max_wait_ms`` / ``max_batch_pairs``:
     async micro-batching; ``template`` / ``instruction``: causal-LM rerankers' prompt family and
-    task instruction.
+    task instruction; ``tune``: whether ``backend="auto"`` times the CPU paths once and runs the
+    fastest (None: unless ``CROSSRANK_TUNE=0``; see :mod:`crossrank.scoring.tuning`).
     """
 
     backend: str
@@ -53,6 +54,7 @@ class ModelOptions(TypedDict, total=False):
     max_batch_pairs: int
     template: str | None
     instruction: str | None
+    tune: bool | None
 
 
 class LocalScorer:
@@ -76,8 +78,12 @@ class LocalScorer:
         max_batch_pairs: int = 512,
         template: str | None = None,
         instruction: str | None = None,
+        tune: bool | None = None,
     ) -> None:
         check_backend_choice(backend, quantize)
+        if tune is not None and not isinstance(tune, bool):
+            raise InvalidArgumentError(f"tune must be True, False or None, got {tune!r}")
+        self.tune = tune
         if instruction is not None and not isinstance(instruction, str):
             raise InvalidArgumentError(f"instruction must be a str or None, got {type(instruction).__name__}")
         self.model_name = os.fspath(model)
@@ -121,6 +127,7 @@ class LocalScorer:
                         trust_remote_code=self.trust_remote_code,
                         num_threads=self.num_threads,
                         instruction=self.instruction,
+                        tune=self.tune,
                     )
         return self._engine
 
