@@ -61,6 +61,7 @@ QUANTIZE_CHOICES: tuple[str, ...] = ("auto", "int8", "bf16", "fp32")
 # Benchmark methods: name -> (backend, quantize). "st" (sentence-transformers' own CrossEncoder) is
 # the baseline every table compares against; it is not a crossrank backend.
 BENCH_METHODS: dict[str, tuple[str, str]] = {
+    "auto": ("auto", "auto"),  # what a user gets by default: measured per CPU (scoring/tuning.py)
     "torch": ("torch", "fp32"),
     "onnx-fp32": ("onnx", "fp32"),
     "onnx-int8": ("onnx", "int8"),

@@ -3,6 +3,7 @@
 Methods (one table, alternating order within each repeat, medians):
   (a) st            sentence_transformers.CrossEncoder.predict, torch fp32 — what LangChain's and
                     LlamaIndex's built-in rerankers run
+      auto          crossrank's default: the path measured fastest on this CPU (scoring/tuning.py)
   (b) torch         crossrank, torch backend
   (c) onnx-fp32     crossrank, ONNX Runtime fp32
   (d) onnx-int8     crossrank, ONNX Runtime dynamic int8 (the CPU default without bf16 units)
@@ -31,6 +32,7 @@ from typing import Any
 from crossrank.backends.table import BENCH_METHODS
 from crossrank.cli import common
 from crossrank.cli.bench_peers import PEER_METHODS, PEERS, PeerUnavailableError, Scorer, peer_scorer
+from crossrank.cpuinfo import describe
 from crossrank.errors import InvalidArgumentError
 from crossrank.jsonl import iter_jsonl
 
@@ -57,12 +59,29 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--fidelity-queries", type=int, default=50)
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--emulate-isa",
+        default=None,
+        metavar="LEVEL",
+        help="run as a narrower CPU (oneDNN level: AVX2, AVX512_CORE_VNNI, ...): OpenVINO, torch and crossrank's "
+        "choices follow it; ONNX Runtime cannot (its rows stay the real CPU's)",
+    )
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark; print the Markdown tables (or everything but the table as JSON)."""
+    if args.emulate_isa:
+        import os
+
+        from crossrank.cpuinfo import emulation_env
+
+        env = emulation_env(args.emulate_isa)
+        if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() != env["ONEDNN_MAX_CPU_ISA"]:
+            # The runtimes read these once, at load: the benchmark reruns itself in a process that has them.
+            argv = [sys.executable, "-m", "crossrank", *sys.argv[1:]]
+            return subprocess.run(argv, env={**os.environ, **env}, check=False).returncode
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else METHODS
     unknown = set(methods) - set(ALL_METHODS)
     if unknown:
@@ -383,5 +402,6 @@ def benchmark(
         "cold_memory": extra,
         "fidelity": fid,
         "unavailable": unavailable,
-        "table": table(rows, extra, fid, unavailable),
+        "cpu": describe(),
+        "table": f"CPU: {describe()}\n\n" + table(rows, extra, fid, unavailable),
     }

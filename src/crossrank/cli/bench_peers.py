@@ -209,9 +209,9 @@ def onnx_quantization_config() -> str:
     Each config picks the activation/weight types and per-channel settings that the CPU's int8
     kernels suit: VNNI dot products, plain AVX-512, AVX2 (which saturates on full-range weights), ARM.
     """
-    from crossrank.cpuinfo import cpu_flags
+    from crossrank.cpuinfo import effective_flags
 
-    flags = cpu_flags()
+    flags = effective_flags()  # within ONEDNN_MAX_CPU_ISA / CROSSRANK_MAX_CPU_ISA, like crossrank's own choices
     if "avx512_vnni" in flags:
         return "avx512_vnni"
     if "avx512f" in flags:
