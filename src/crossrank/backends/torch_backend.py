@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +14,14 @@ from crossrank.model_files import ModelInfo
 
 
 def cuda_available() -> bool:
+    """Whether torch sees a GPU; on Linux without a GPU device node, answered without importing torch.
+
+    ``backend="auto"`` asks this on every start, and importing torch costs about a second and
+    ~180 MB that the CPU paths never use.
+    """
+    if "torch" not in sys.modules and sys.platform.startswith("linux"):
+        if not any(Path(p).exists() for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")):
+            return False
     try:
         import torch
     except ImportError:
