@@ -132,6 +132,62 @@ def test_held_out_split_is_seeded_and_per_origin() -> None:
         split_heldout(given[:1], 0.2)
 
 
+def _naive_in_batch_kl(embs: list[Any], labels: Any, scale: float) -> float:
+    """Row by row in plain Python: own group = teacher softmax, other distinct documents = target 0."""
+    import torch
+
+    batch, groups = labels.shape
+    docs = [(k, i, embs[k + 1][i]) for k in range(groups) for i in range(batch)]
+    total = 0.0
+    for row in range(batch):
+        q = torch.nn.functional.normalize(embs[0][row], dim=0)
+        own = [embs[k + 1][row] for k in range(groups)]
+        teacher = torch.softmax(labels[row], dim=0).tolist()
+        cols = [(d, teacher[k] if i == row else 0.0) for k, i, d in docs]
+        cols = [(d, t) for d, t in cols if t > 0 or not any(torch.equal(d, o) for o in own)]
+        scores = [scale * float(q @ torch.nn.functional.normalize(d, dim=0)) for d, _ in cols]
+        log_z = math.log(sum(math.exp(s) for s in scores))
+        total += sum(t * (math.log(t) - (s - log_z)) for (_, t), s in zip(cols, scores) if t > 0)
+    return total / batch
+
+
+def test_in_batch_kl_matches_a_row_by_row_reference_and_masks_shared_documents(tiny_bi: Path) -> None:
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import DistillKLDivLoss
+
+    from crossrank.training.common import ScaledCosine
+    from crossrank.training.losses import in_batch_kl_loss
+
+    model = SentenceTransformer(str(tiny_bi), device="cpu")
+    loss = in_batch_kl_loss(model, scale=20.0)
+    gen = torch.Generator().manual_seed(0)
+    embs = [torch.randn(4, 16, generator=gen) for _ in range(4)]  # query, best, 2 negatives; 4 queries
+    labels = torch.randn(4, 3, generator=gen) * 3
+    got = float(loss.compute_loss_from_embeddings(embs, labels))
+    assert math.isclose(got, _naive_in_batch_kl(embs, labels, 20.0), rel_tol=1e-4)
+    # One query: nothing else in the batch, so it is exactly sentence-transformers' group-only KL.
+    one = [e[:1] for e in embs]
+    group = DistillKLDivLoss(model, similarity_fct=ScaledCosine(20.0))
+    assert math.isclose(
+        float(loss.compute_loss_from_embeddings(one, labels[:1])),
+        float(group.compute_loss_from_embeddings(one, labels[:1])),
+        rel_tol=1e-5,
+    )
+    # Query 1's best document is also query 0's second negative (two claims, one abstract): masked
+    # in each other's rows, not pushed away. The reference drops it; without the mask they differ.
+    shared = [e.clone() for e in embs]
+    shared[3][0] = shared[1][1]
+    shared[0][1] = shared[1][1] * 3  # query 1 points at that document
+    got = float(loss.compute_loss_from_embeddings(shared, labels))
+    assert math.isclose(got, _naive_in_batch_kl(shared, labels, 20.0), rel_tol=1e-4)
+    grads = [e.clone().requires_grad_(True) for e in embs]
+    loss.compute_loss_from_embeddings(grads, labels).backward()
+    assert all(g.grad is not None and bool(torch.isfinite(g.grad).all()) for g in grads)
+    with pytest.raises(InvalidArgumentError):
+        in_batch_kl_loss(model, scale=0)
+
+
 def test_hard_negatives_never_include_a_positive() -> None:
     import random
 
@@ -187,6 +243,30 @@ def test_missing_training_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
     with pytest.raises(BackendUnavailableError, match=r"crossrank\[train\]"):
         require_training()
+
+
+def test_training_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from crossrank import cpuinfo
+    from crossrank.training.common import training_arguments, training_precision
+
+    amx = frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"})
+    monkeypatch.setattr(cpuinfo, "cpu_flags", lambda: amx)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("CROSSRANK_MAX_CPU_ISA", raising=False)
+    assert training_precision("auto") == "bf16"
+    monkeypatch.setenv("CROSSRANK_MAX_CPU_ISA", "AVX512_CORE_VNNI")  # an emulated VNNI machine: no bf16
+    assert training_precision("auto") == "fp32"
+    assert training_precision("bf16") == "bf16", "an explicit request is kept"
+    with pytest.raises(InvalidArgumentError, match="fp16.*auto, fp32, bf16"):
+        training_precision("fp16")
+    from sentence_transformers import SentenceTransformerTrainingArguments as Args
+
+    from crossrank.training.common import Schedule
+
+    plan = Schedule(4, 2, 1)
+    common = {"batch_size": 2, "learning_rate": 1e-4, "warmup": 0.1, "seed": 1, "plan": plan, "metric": "m"}
+    assert training_arguments(Args, "/tmp/x", progress=False, precision="bf16", **common).bf16
+    assert not training_arguments(Args, "/tmp/x", progress=False, precision="fp32", **common).bf16
 
 
 def test_max_length_is_chosen_from_the_data(tiny_model: Path) -> None:

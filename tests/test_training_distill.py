@@ -124,9 +124,16 @@ def test_teacher_scores_are_reused_by_a_restarted_run(
     from crossrank.training.distill import distill
 
     out = tmp_path / "student"
-    first = distill(_config(db, out, tiny_model, queries_file, max_steps=2, evaluations=1, reembed=False))
+    first = distill(
+        _config(db, out, tiny_model, queries_file, max_steps=2, evaluations=1, reembed=False, loss="kl-in-batch")
+    )
+    assert "the batch's other documents as negatives" in (out / "MODEL_CARD.md").read_text()
     assert first.swap is None and set(_collections(db)) == {NAME}, "--no-reembed leaves the collection alone"
-    again = distill(_config(db, out, tiny_model, queries_file, max_steps=3, evaluations=1, reembed=False, restart=True))
+    again = distill(
+        _config(
+            db, out, tiny_model, queries_file, max_steps=3, evaluations=1, reembed=False, restart=True, precision="fp32"
+        )
+    )
     assert again.teacher["pairs_scored"] == 0 and again.teacher["pairs_from_cache"] == first.teacher["pairs_scored"]
     assert again.steps == 3
 

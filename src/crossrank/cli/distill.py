@@ -50,7 +50,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=int, default=20, help="first-stage candidates per query (default 20)")
     p.add_argument("--negatives", type=int, default=7, help="candidates per group besides the best (default 7)")
     p.add_argument("--groups-per-query", type=int, default=1, help="groups drawn per query (default 1)")
-    p.add_argument("--loss", default="kl", choices=DISTILL_LOSSES, help="kl: listwise KL; margin-mse (default kl)")
+    p.add_argument(
+        "--loss",
+        default="kl",
+        choices=DISTILL_LOSSES,
+        help="kl: listwise KL over each group; kl-in-batch: the same, the batch's other documents as negatives; "
+        "margin-mse (default kl)",
+    )
     p.add_argument("--scale", type=float, default=20.0, help="student similarity = scale × cosine (default 20)")
     p.add_argument("--temperature", type=float, default=1.0, help="kl temperature (default 1)")
     add_training_args(p, batch_size=16, learning_rate=3e-5, eval_fraction=0.05)
@@ -66,6 +72,7 @@ def add_training_args(
 ) -> None:
     """The trainer options ``distill`` and ``finetune`` share."""
     from crossrank.backends.table import BACKEND_CHOICES
+    from crossrank.training.common import PRECISIONS
 
     p.add_argument("--epochs", type=float, default=1.0, help="passes over the training groups (default 1)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
@@ -77,6 +84,12 @@ def add_training_args(
     )
     p.add_argument("--evaluations", type=int, default=4, help="held-out evaluations = checkpoints (default 4)")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="auto: bf16 mixed precision where the CPU has native bf16 (AMX, AVX-512 BF16), else fp32",
+    )
     p.add_argument("--teacher-backend", default="auto", choices=BACKEND_CHOICES, help="backend scoring the teacher")
     p.add_argument("--teacher-max-length", type=int, default=None, help="teacher tokens per pair (default: declared)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep trainer checkpoints after a finished run")

@@ -65,6 +65,26 @@ def schedule(examples: int, batch_size: int, epochs: float, max_steps: int | Non
     return Schedule(steps, every, max(1, min(every, steps // 20 or 1)))
 
 
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+
+def training_precision(requested: str) -> str:
+    """The precision a run trains in: ``fp32``, or ``bf16`` mixed precision (fp32 master weights).
+
+    ``auto`` takes bf16 where the CPU computes it natively (AMX or AVX-512 BF16, within any
+    ``CROSSRANK_MAX_CPU_ISA`` / ``ONEDNN_MAX_CPU_ISA`` limit: :func:`crossrank.cpuinfo.effective_flags`)
+    and fp32 elsewhere, where bf16 would be emulated and slower. The README's training table says
+    which CPU and precision produced each figure.
+    """
+    if requested not in PRECISIONS:
+        raise InvalidArgumentError(f"precision {requested!r}: choose from {', '.join(PRECISIONS)}")
+    if requested != "auto":
+        return requested
+    from crossrank.cpuinfo import effective_flags
+
+    return "bf16" if {"amx_bf16", "avx512_bf16"} & set(effective_flags()) else "fp32"
+
+
 def training_arguments(
     cls: Any,
     output_dir: str,
@@ -76,8 +96,13 @@ def training_arguments(
     plan: Schedule,
     metric: str,
     progress: bool,
+    precision: str = "fp32",
 ) -> Any:
-    """Trainer arguments for a CPU run: step-based evaluation and checkpoints, best kept, no reporting."""
+    """Trainer arguments for a CPU run: step-based evaluation and checkpoints, best kept, no reporting.
+
+    ``precision`` is a resolved one (:func:`training_precision`): ``bf16`` turns on the trainer's
+    CPU autocast.
+    """
     return cls(
         output_dir=output_dir,
         per_device_train_batch_size=batch_size,
@@ -99,6 +124,7 @@ def training_arguments(
         report_to="none",
         disable_tqdm=not progress,
         use_cpu=True,
+        bf16=precision == "bf16",
         dataloader_num_workers=0,
     )
 
@@ -159,6 +185,7 @@ def begin_run(config: Any) -> tuple[Any, float]:
     from crossrank.training.runstate import RunDir
 
     config.check()
+    training_precision(config.precision)
     require_training()
     t0 = time.perf_counter()
     run = RunDir(config.out, config.settings(), restart=config.restart)
@@ -173,6 +200,7 @@ def optimizer_options(config: Any) -> dict[str, Any]:
         "warmup": config.warmup,
         "seed": config.seed,
         "progress": config.progress,
+        "precision": training_precision(config.precision),
     }
 
 

@@ -13,9 +13,10 @@ The pipeline, in stages that a re-run with the same ``--out`` skips once done (s
 4. **train**: the student (default: the embedder that built the collection) on groups of
    (query, teacher's best candidate, ``negatives`` other candidates) with the teacher's scores as
    labels, by ``SentenceTransformerTrainer`` and a distillation loss: ``kl`` (listwise: KL
-   divergence from the teacher's softmax over the group) or ``margin-mse`` (the student's score
-   margins regress onto the teacher's). Held-out evaluation at every checkpoint; the best
-   checkpoint is the output; resumable.
+   divergence from the teacher's softmax over the group), ``kl-in-batch`` (the same, with every
+   other document in the batch as a further negative: :mod:`crossrank.training.losses`) or
+   ``margin-mse`` (the student's score margins regress onto the teacher's). Held-out evaluation
+   at every checkpoint; the best checkpoint is the output; resumable.
 5. **re-embed**: a new collection built with the student, verified, then swapped in under the old
    name; the old collection is kept (renamed) until the user deletes it
    (:func:`crossrank.training.collection.reembed`).
@@ -30,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crossrank.cpuinfo import describe
 from crossrank.errors import DatasetError, InvalidArgumentError
 from crossrank.inputs import check_positive_int
 from crossrank.training.common import (
@@ -43,10 +45,11 @@ from crossrank.training.common import (
     quiet,
     schedule,
     training_arguments,
+    training_precision,
 )
 from crossrank.training.queries import PSEUDO_KINDS, TrainQuery
 
-DISTILL_LOSSES: tuple[str, ...] = ("kl", "margin-mse")
+DISTILL_LOSSES: tuple[str, ...] = ("kl", "kl-in-batch", "margin-mse")
 
 
 @dataclass
@@ -85,6 +88,7 @@ class DistillConfig:
     eval_fraction: float = 0.05
     evaluations: int = 4
     seed: int = 42
+    precision: str = "auto"
     teacher_backend: str = "auto"
     teacher_max_length: int | None = None
     reembed: bool = True
@@ -357,6 +361,7 @@ def _train(
     from sentence_transformers.sentence_transformer.losses import DistillKLDivLoss, MarginMSELoss
 
     from crossrank.training.evaluation import HeldOut, HeldOutEvaluator
+    from crossrank.training.losses import in_batch_kl_loss
 
     rng = random.Random(config.seed)
     train_cols = _groups(
@@ -377,11 +382,13 @@ def _train(
     evaluator = HeldOutEvaluator(samples, "bi-encoder", batch_size=config.batch_size)
     before = evaluate_before(run, evaluator, model)
     similarity = ScaledCosine(config.scale)
-    loss: Any = (
-        DistillKLDivLoss(model, similarity_fct=similarity, temperature=config.temperature)
-        if config.loss == "kl"
-        else MarginMSELoss(model, similarity_fct=similarity)
-    )
+    loss: Any
+    if config.loss == "kl":
+        loss = DistillKLDivLoss(model, similarity_fct=similarity, temperature=config.temperature)
+    elif config.loss == "kl-in-batch":
+        loss = in_batch_kl_loss(model, scale=config.scale, temperature=config.temperature)
+    else:
+        loss = MarginMSELoss(model, similarity_fct=similarity)
     plan = schedule(len(train_cols["query"]), config.batch_size, config.epochs, config.max_steps, config.evaluations)
     args = training_arguments(
         Args,
@@ -431,12 +438,16 @@ def _model_card(run: Any, config: DistillConfig, student: str, done: dict[str, A
         ],
         training=[
             "Loss: "
-            + ("DistillKLDivLoss (listwise KL from the teacher softmax)" if config.loss == "kl" else "MarginMSELoss")
+            + {
+                "kl": "DistillKLDivLoss (listwise KL from the teacher softmax)",
+                "kl-in-batch": "listwise KL from the teacher softmax, the batch's other documents as negatives",
+            }.get(config.loss, "MarginMSELoss")
             + f" over groups of 1 + {config.negatives} candidates, student similarity {config.scale} × cosine"
-            + (f", temperature {config.temperature}" if config.loss == "kl" else "")
+            + (f", temperature {config.temperature}" if config.loss != "margin-mse" else "")
             + ".",
             f"SentenceTransformerTrainer: {done['steps']} steps of {config.batch_size} groups, learning rate "
-            f"{config.learning_rate}, warmup {config.warmup}, seed {config.seed}; best held-out checkpoint kept.",
+            f"{config.learning_rate}, warmup {config.warmup}, seed {config.seed}; best held-out checkpoint kept."
+            f" Precision: {training_precision(config.precision)} (asked: {config.precision}) on {describe()}.",
         ],
         before=done["before"],
         after=done["after"],

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crossrank.cpuinfo import describe
 from crossrank.errors import DatasetError, InvalidArgumentError
 from crossrank.inputs import check_positive_int
 from crossrank.training.common import (
@@ -46,6 +47,7 @@ from crossrank.training.common import (
     quiet,
     schedule,
     training_arguments,
+    training_precision,
 )
 from crossrank.training.queries import TrainQuery
 
@@ -92,6 +94,7 @@ class FinetuneConfig:
     eval_fraction: float = 0.1
     evaluations: int = 4
     seed: int = 42
+    precision: str = "auto"
     teacher_backend: str = "auto"
     teacher_max_length: int | None = None
     keep_checkpoints: bool = False
@@ -616,7 +619,8 @@ def _model_card(run: Any, config: FinetuneConfig, base: str, done: dict[str, Any
             f"CrossEncoderTrainer: {done['steps']} steps of {config.batch_size} groups, learning rate "
             f"{config.learning_rate}, warmup {config.warmup}, max length {done['max_length']} "
             f"(the {LENGTH_PERCENTILE}th percentile of the training pairs' tokens, rounded up to 32, capped at "
-            f"{config.max_length_cap}, unless set), seed {config.seed}; best held-out checkpoint kept.",
+            f"{config.max_length_cap}, unless set), seed {config.seed}; best held-out checkpoint kept."
+            f" Precision: {training_precision(config.precision)} (asked: {config.precision}) on {describe()}.",
         ],
         first_stage=done["first_stage"],
         before=done["before"],
