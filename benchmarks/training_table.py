@@ -235,6 +235,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fresh", action="store_true", help="delete the runs' folders first (not the cached corpus)")
     ap.add_argument("--no-teacher-row", action="store_true", help="skip reranking with the teacher for comparison")
     ap.add_argument("--json", default=None, help="write every number to this file")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="RUN.KEY=VALUE",
+        help="override one setting of a run's recipe, e.g. distill.loss=kl-in-batch or distill.epochs=2 (repeatable)",
+    )
     args = ap.parse_args(argv)
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     if set(runs) - set(TARGETS):
@@ -246,7 +253,16 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("student", "reranker"):
             shutil.rmtree(args.work / name, ignore_errors=True)
     train, test = load_beir(args.dataset, "train"), load_beir(args.dataset, "test")
-    recipes = QUICK if args.quick else FULL
+    recipes = {name: dict(recipe) for name, recipe in (QUICK if args.quick else FULL).items()}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        run_name, _, field = key.partition(".")
+        if run_name not in recipes or not field or not value:
+            ap.error(f"--set {item!r}: expected RUN.KEY=VALUE with RUN one of {', '.join(recipes)}")
+        try:
+            recipes[run_name][field] = json.loads(value)
+        except ValueError:
+            recipes[run_name][field] = value  # a bare string such as kl-in-batch
     queries: str = str(args.dataset)
     ft_train, ft_collection = str(args.dataset), None
     if args.quick:

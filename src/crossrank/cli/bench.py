@@ -12,6 +12,9 @@ Methods (one table, alternating order within each repeat, medians):
 Cold start and peak RSS are measured in fresh subprocesses, one per method. The crossrank methods
 are :data:`crossrank.backends.table.BENCH_METHODS`; "st" is the baseline every ratio is against.
 
+``--roofline`` adds the matmul floor (:mod:`crossrank.cli.bench_roofline`): the model's weight
+matmuls alone on the headline shapes, and each method's headline as a fraction of it.
+
 ``--peers`` appends the paths a user could pick instead of crossrank (:mod:`crossrank.cli.bench_peers`:
 sentence-transformers' ONNX / OpenVINO backends and their int8 exports, FlashRank). They are optional
 and never in the default list; one that is missing or fails keeps its rows, with the reason in place
@@ -58,6 +61,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help=f"also run the peer methods a user could pick instead: {','.join(PEER_METHODS)}",
     )
     p.add_argument("--fidelity-queries", type=int, default=50)
+    p.add_argument(
+        "--roofline",
+        action="store_true",
+        help="also time the model's weight matmuls alone (int8/bf16/fp32) on the headline shapes and report each "
+        "method's headline as a fraction of that floor",
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument(
         "--emulate-isa",
@@ -96,6 +105,13 @@ def run(args: argparse.Namespace) -> int:
         methods=methods,
         fidelity_queries=args.fidelity_queries,
     )
+    if getattr(args, "roofline", False):
+        from crossrank.cli.bench_roofline import matmul_floor, roofline_table
+
+        floor = matmul_floor(common.model(args), repeats=args.repeats)
+        headline = {r["method"]: r["ms_per_query"] for r in res["rows"] if (r["candidates"], r["tokens"]) == (100, 200)}
+        res["roofline"] = floor
+        res["table"] += "\n\n" + roofline_table(floor, headline, "100 candidates × 200 tokens, batches of 16")
     print(json.dumps({k: v for k, v in res.items() if k != "table"}) if args.json else res["table"])
     return 0
 
