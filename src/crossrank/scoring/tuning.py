@@ -5,7 +5,7 @@ and the model; a rule written on one machine is a guess on the next. So the firs
 used with ``auto`` on a CPU, :func:`tune` builds every path that can run there (OpenVINO int8 /
 bf16 / fp32, ONNX Runtime int8 / fp32), times each on pairs shaped like real reranking inputs
 (bundled demo passages joined to a few hundred tokens), tries other batch sizes (and thread
-counts on SMT CPUs) for the fastest two, and keeps the fastest whose ranking agrees with fp32
+counts on SMT CPUs) for the fastest (and a close runner-up), and keeps the fastest whose ranking agrees with fp32
 (:data:`MIN_AGREEMENT`, mean Kendall tau per query). The :class:`Decision` is cached under a key
 made of the CPU model, its ISA flags (within any ISA limit), the runtime versions, the export
 format and the model's content hash, so later starts read one small file.
@@ -62,6 +62,7 @@ class Trial:
     ms: float | None = None
     agreement: float | None = None
     error: str | None = None
+    build_s: float | None = None  # loading (and on a first run exporting) this path, for its first trial
 
     @property
     def label(self) -> str:
@@ -101,8 +102,8 @@ class Decision:
             f"model: {self.model}; workload: {self.pairs} pairs × ≤{self.tokens} tokens; "
             f"reference: {self.reference or 'none'}; tuned in {self.seconds:.1f} s",
             "",
-            "| path | batch | threads | ms | agreement (Kendall τ vs fp32) | note |",
-            "|---|---:|---:|---:|---:|---|",
+            "| path | batch | threads | ms | agreement (Kendall τ vs fp32) | build s | note |",
+            "|---|---:|---:|---:|---:|---:|---|",
         ]
         ordered = sorted(self.trials, key=lambda t: (t.ms is None, t.ms or 0.0))
         for t in ordered:
@@ -115,8 +116,10 @@ class Decision:
             ms = f"{t.ms:.0f}" if t.ms is not None else "–"
             agr = f"{t.agreement:.3f}" if t.agreement is not None else "–"
             note = "**chosen**" if chosen else (t.error or "")
+            build = f"{t.build_s:.1f}" if t.build_s is not None else ""
             lines.append(
-                f"| {t.name or t.backend + '-' + t.quantize} | {t.batch_size} | {t.threads} | {ms} | {agr} | {note} |"
+                f"| {t.name or t.backend + '-' + t.quantize} | {t.batch_size} | {t.threads} | {ms} | {agr} | "
+                f"{build} | {note} |"
             )
         return "\n".join(lines)
 
@@ -296,29 +299,28 @@ def tune(
     reference_name: str | None = None
     last_error: CrossrankError | None = None
 
-    def measure(be: Backend, trial: Trial, best: float | None) -> np.ndarray:
-        """Time ``trial`` (the fastest of ``repeats`` runs after a warm-up); return its scores."""
+    scores: dict[int, np.ndarray] = {}  # id(trial) -> its scores, for the agreement check at the end
+
+    def measure(be: Backend, trial: Trial, best: float | None) -> None:
+        """Time ``trial``: the fastest of ``repeats`` runs after a warm-up, one run if clearly slower."""
         score(be, work, trial.batch_size)  # warm-up: kernels for these shapes, lazy allocations
         times = []
-        got = np.empty(0)
         for _ in range(repeats):
             t = time.perf_counter()
-            got = score(be, work, trial.batch_size)
+            scores[id(trial)] = score(be, work, trial.batch_size)
             times.append(time.perf_counter() - t)
             if best is not None and times[-1] > 1.5 * best:
                 break  # clearly slower: one timing is enough
         trial.ms = min(times) * 1000
-        if reference is not None:
-            trial.agreement = float(
-                np.mean(
-                    [kendall_tau(g, r) for g, r in zip(work.per_query(got), work.per_query(reference), strict=True)]
-                )
-            )
-        return got
 
-    # fp32 first: it is the reference every faster path must agree with.
-    order = sorted(paths, key=lambda p: p[1] != "fp32")
+    def fastest() -> float | None:
+        return min((t.ms for t in trials if t.ms is not None and t.error is None), default=None)
+
+    # The fast precisions first, so the fp32 paths (the slowest nearly everywhere) are timed once
+    # against them; the first fp32 path that builds is the reference every path must agree with.
+    order = sorted(paths, key=lambda p: p[1] == "fp32")
     for kind, q in order:
+        t_build = time.perf_counter()
         try:
             be = build(kind, q, threads)
         except (ExportError, ModelLoadError, BackendUnavailableError) as exc:
@@ -328,11 +330,10 @@ def tune(
             continue
         built[(kind, q, threads)] = be
         bs = int(getattr(be, "preferred_batch_size", 32))
-        trial = Trial(kind, q, bs, threads, name=be.name)
-        best = min((t.ms for t in trials if t.ms is not None), default=None)
-        got = measure(be, trial, best)
+        trial = Trial(kind, q, bs, threads, name=be.name, build_s=time.perf_counter() - t_build)
+        measure(be, trial, fastest())
         if reference is None and q == "fp32":
-            reference, reference_name, trial.agreement = got, be.name, 1.0
+            reference, reference_name = scores[id(trial)], be.name
         trials.append(trial)
         bar.update(1)
     bar.close()
@@ -340,18 +341,24 @@ def tune(
         assert last_error is not None
         raise last_error
 
+    def agree(trial: Trial) -> None:
+        if reference is not None and id(trial) in scores:
+            got = work.per_query(scores[id(trial)])
+            ref = work.per_query(reference)
+            trial.agreement = float(np.mean([kendall_tau(g, r) for g, r in zip(got, ref, strict=True)]))
+
     def ok(t: Trial) -> bool:
         return t.ms is not None and (t.agreement is None or t.agreement >= MIN_AGREEMENT)
 
     for t in trials:
+        agree(t)
         if t.ms is not None and not ok(t):
             t.error = f"ranks unlike fp32 (τ {t.agreement:.3f} < {MIN_AGREEMENT})"
 
-    def fastest() -> float:
-        return min(t.ms for t in trials if ok(t) and t.ms is not None)
-
-    # Batch sizes and thread counts for the two fastest agreeing paths.
-    leaders = sorted((t for t in trials if ok(t)), key=lambda t: t.ms or 0.0)[:2]
+    # Batch sizes (and the physical-core thread count on SMT CPUs) for the fastest agreeing path,
+    # and for the runner-up only where it is close enough (within 15%) to overtake it.
+    ranked = sorted((t for t in trials if ok(t)), key=lambda t: t.ms or 0.0)
+    leaders = ranked[:1] + [t for t in ranked[1:2] if (t.ms or 0.0) <= 1.15 * (ranked[0].ms or 0.0)]
     for lead in leaders:
         be = built[(lead.backend, lead.quantize, lead.threads)]
         for bs in BATCH_SIZES:
@@ -359,6 +366,7 @@ def tune(
                 continue
             trial = Trial(lead.backend, lead.quantize, bs, lead.threads, name=lead.name)
             measure(be, trial, fastest())
+            agree(trial)
             trial.agreement = trial.agreement if trial.agreement is not None else lead.agreement
             trials.append(trial)
         for th in thread_options[1:]:
@@ -369,6 +377,7 @@ def tune(
                 continue
             trial = Trial(lead.backend, lead.quantize, lead.batch_size, th, name=lead.name)
             measure(be2, trial, fastest())
+            agree(trial)
             trials.append(trial)
     good = [t for t in trials if ok(t)]
     pick = (
