@@ -37,6 +37,7 @@ from crossrank.cpuinfo import describe
 from crossrank.retrieval.beir import BeirDataset, dense_pipeline, evaluate, first_stage_runs, load_beir
 from crossrank.retrieval.embeddings import offline_minilm_path
 from crossrank.retrieval.pipeline import Pipeline
+from crossrank.training.common import keep_freed_memory
 from crossrank.training.distill import DistillConfig, distill
 from crossrank.training.finetune import FinetuneConfig, finetune
 
@@ -243,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         help="override one setting of a run's recipe, e.g. distill.loss=kl-in-batch or distill.epochs=2 (repeatable)",
     )
     args = ap.parse_args(argv)
+    keep_freed_memory()  # as the distill / finetune commands do
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     if set(runs) - set(TARGETS):
         ap.error(f"--runs: choose from {', '.join(TARGETS)}")

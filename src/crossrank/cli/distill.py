@@ -100,7 +100,10 @@ def add_training_args(
 def run(args: argparse.Namespace) -> int:
     """Distil, re-embed, and print what changed."""
     from crossrank.retrieval.chroma import DEFAULT_COLLECTION
+    from crossrank.training.common import keep_freed_memory
     from crossrank.training.distill import DistillConfig, distill
+
+    keep_freed_memory()  # this process only trains: reuse freed activations (see the function)
 
     config = common.config_from_args(
         DistillConfig,

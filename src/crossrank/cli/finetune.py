@@ -63,7 +63,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Fine-tune and print the held-out table."""
+    from crossrank.training.common import keep_freed_memory
     from crossrank.training.finetune import FinetuneConfig, finetune
+
+    keep_freed_memory()  # this process only trains: reuse freed activations (see the function)
 
     config = common.config_from_args(FinetuneConfig, args, progress=not args.json)
     report = finetune(config)

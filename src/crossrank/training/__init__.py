@@ -18,6 +18,7 @@ imported only when a run starts.
 from __future__ import annotations
 
 from crossrank.errors import EmbedderMismatchError
+from crossrank.training.common import keep_freed_memory
 from crossrank.training.distill import DistillConfig, DistillReport, distill
 from crossrank.training.finetune import FinetuneConfig, FinetuneReport, finetune
 
@@ -29,4 +30,5 @@ __all__ = [
     "FinetuneReport",
     "distill",
     "finetune",
+    "keep_freed_memory",
 ]

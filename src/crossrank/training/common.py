@@ -27,6 +27,35 @@ def require_training() -> None:
             raise missing_extra(package, "train") from exc
 
 
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory in the process heap instead of unmapping it (Linux only).
+
+    A training step allocates and frees activations of hundreds of MB; glibc serves blocks over
+    32 MB with fresh ``mmap`` calls and unmaps them on free, so every step faults in and zeroes
+    gigabytes of pages again: on a 2-core machine a 160-sequence MiniLM step spent more time in the
+    kernel than computing (``benchmarks/README.md``). With ``mmap`` off for the heap and no
+    trimming, the same blocks are reused. The price is that the process keeps its peak memory until
+    it exits, which is why the ``crossrank distill`` / ``finetune`` commands (one run per process)
+    call this and the library functions do not: call it yourself in a process dedicated to training.
+
+    Returns whether the settings took (False off glibc, e.g. macOS or musl).
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4
+    return bool(
+        mallopt(m_mmap_max, 0) == 1 and mallopt(m_trim_threshold, 1 << 40) == 1 and mallopt(m_top_pad, 1 << 28) == 1
+    )
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (the trainer reseeds its own sampler and dropout from ``seed`` too)."""
     from transformers import set_seed
