@@ -42,3 +42,12 @@ def test_floor_needs_a_local_encoder_config(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 8}))
     with pytest.raises(InvalidArgumentError, match="intermediate_size"):
         model_sizes(tmp_path)
+
+
+def test_workloads_option_parses_and_refuses_nonsense() -> None:
+    from crossrank.cli.bench import parse_workloads
+
+    assert parse_workloads("100x200, 20X200") == [(100, 200), (20, 200)]
+    for bad in ("100", "x200", "0x200", "100x-1", "ax b"):
+        with pytest.raises(InvalidArgumentError, match="CANDIDATESxTOKENS"):
+            parse_workloads(bad)

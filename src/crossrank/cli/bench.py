@@ -51,6 +51,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="cross-encoder folder (default: $CROSSRANK_MODEL)")
     p.add_argument("--dataset", required=True, help="BEIR folder for passages and fidelity (e.g. beir-scifact)")
     p.add_argument("--quick", action="store_true", help="headline workload only (100 candidates × 200 tokens)")
+    p.add_argument(
+        "--workloads",
+        default=None,
+        metavar="NxT,...",
+        help="candidates×tokens to time, e.g. 100x200,20x200 (default: all; --quick: 100x200)",
+    )
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument(
         "--methods", default=None, help=f"comma list from {','.join(ALL_METHODS)} (default: {','.join(METHODS)})"
@@ -101,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         common.model(args),
         Path(args.dataset),
         quick=args.quick,
+        workloads=parse_workloads(args.workloads) if getattr(args, "workloads", None) else None,
         repeats=args.repeats,
         methods=methods,
         fidelity_queries=args.fidelity_queries,
@@ -343,6 +350,17 @@ def fidelity(
     return out
 
 
+def parse_workloads(text: str) -> list[tuple[int, int]]:
+    """``"100x200,20x200"`` -> [(100, 200), (20, 200)]: candidates × tokens per passage."""
+    out = []
+    for item in text.split(","):
+        n, _, t = item.strip().lower().partition("x")
+        if not (n.isdigit() and t.isdigit() and int(n) > 0 and int(t) > 0):
+            raise InvalidArgumentError(f"--workloads item {item!r}: expected CANDIDATESxTOKENS such as 100x200")
+        out.append((int(n), int(t)))
+    return out
+
+
 def table(
     rows: list[dict[str, Any]],
     extra: dict[str, dict[str, float]],
@@ -394,6 +412,7 @@ def benchmark(
     repeats: int = 5,
     methods: tuple[str, ...] = METHODS,
     fidelity_queries: int = 50,
+    workloads: list[tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
     """Speed, cold start, memory and fidelity of ``methods`` on a BEIR dataset's abstracts.
 
@@ -402,9 +421,10 @@ def benchmark(
     from crossrank.cli.bench_peers import unavailable_reason
 
     corpus = dataset / "corpus.jsonl"
-    workloads = [(100, 200)]
-    if not quick:
-        workloads += [(20, 200), (50, 200), (200, 200), (500, 200), (100, 64), (100, 256), (100, 512)]
+    if workloads is None:
+        workloads = [(100, 200)]
+        if not quick:
+            workloads += [(20, 200), (50, 200), (200, 200), (500, 200), (100, 64), (100, 256), (100, 512)]
     unavailable = {m: why for m in methods if m in PEERS and (why := unavailable_reason(m))}
     rows = speed(model, corpus, workloads, methods, repeats, unavailable)
     extra = cold_and_memory(model, corpus, methods, unavailable)
