@@ -46,11 +46,11 @@ TARGETS = {"distill": 0.67, "finetune": 0.677}
 FULL = {
     "distill": {
         "candidates": 20,
-        "negatives": 7,
-        "loss": "kl",
-        "epochs": 1.0,
-        "batch_size": 16,
-        "learning_rate": 3e-5,
+        "negatives": 3,
+        "loss": "kl-in-batch",
+        "epochs": 3.0,
+        "batch_size": 32,
+        "learning_rate": 5e-5,
         "eval_fraction": 0.05,
         "evaluations": 3,
     },

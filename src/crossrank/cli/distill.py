@@ -48,18 +48,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--first-stage", default="dense", choices=SOURCES, help="where candidates come from")
     p.add_argument("--candidates", type=int, default=20, help="first-stage candidates per query (default 20)")
-    p.add_argument("--negatives", type=int, default=7, help="candidates per group besides the best (default 7)")
+    p.add_argument("--negatives", type=int, default=3, help="candidates per group besides the best (default 3)")
     p.add_argument("--groups-per-query", type=int, default=1, help="groups drawn per query (default 1)")
     p.add_argument(
         "--loss",
-        default="kl",
+        default="kl-in-batch",
         choices=DISTILL_LOSSES,
         help="kl: listwise KL over each group; kl-in-batch: the same, the batch's other documents as negatives; "
-        "margin-mse (default kl)",
+        "margin-mse (default kl-in-batch)",
     )
     p.add_argument("--scale", type=float, default=20.0, help="student similarity = scale × cosine (default 20)")
     p.add_argument("--temperature", type=float, default=1.0, help="kl temperature (default 1)")
-    add_training_args(p, batch_size=16, learning_rate=3e-5, eval_fraction=0.05)
+    add_training_args(p, batch_size=32, learning_rate=5e-5, eval_fraction=0.05, epochs=3.0)
     p.add_argument("--max-seq-length", type=int, default=None, help="student tokens per text (default: its own)")
     p.add_argument("--no-reembed", action="store_true", help="train only; leave the collection as it is")
     p.add_argument("--no-swap", action="store_true", help="build the re-embedded collection beside the old one")
@@ -68,13 +68,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def add_training_args(
-    p: argparse.ArgumentParser, *, batch_size: int, learning_rate: float, eval_fraction: float
+    p: argparse.ArgumentParser, *, batch_size: int, learning_rate: float, eval_fraction: float, epochs: float = 1.0
 ) -> None:
     """The trainer options ``distill`` and ``finetune`` share."""
     from crossrank.backends.table import BACKEND_CHOICES
     from crossrank.training.common import PRECISIONS
 
-    p.add_argument("--epochs", type=float, default=1.0, help="passes over the training groups (default 1)")
+    p.add_argument("--epochs", type=float, default=epochs, help=f"passes over the training groups (default {epochs:g})")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
     p.add_argument("--batch-size", type=int, default=batch_size, help=f"groups per step (default {batch_size})")
     p.add_argument("--lr", type=float, default=learning_rate, help=f"learning rate (default {learning_rate})")
