@@ -15,7 +15,7 @@ pytest.importorskip("nncf")
 
 def test_floor_is_sized_from_the_model_and_runs_every_native_precision(tiny_model: Path) -> None:
     from crossrank.backends.openvino_backend import cpu_has_bf16
-    from crossrank.cli.bench_roofline import matmul_flops, matmul_floor, model_sizes, roofline_table
+    from crossrank.cli.bench_roofline import matmul_floor, matmul_flops, model_sizes, roofline_table
 
     cfg = json.loads((tiny_model / "config.json").read_text())
     sizes = model_sizes(tiny_model)

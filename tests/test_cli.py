@@ -291,3 +291,30 @@ def test_hybrid_first_stage_adds_lexical_matches(tmp_path: Path, embedder_path: 
     assert rare_id in hybrid_ids, (dense_ids, hybrid_ids)
     res = hybrid.search(query, top_n=3, candidates=3)
     assert len(res.hits) == 3 and res.candidates == 3
+
+
+@pytest.mark.integration
+def test_eval_compares_collections_each_with_its_recorded_embedder(
+    capsys: pytest.CaptureFixture[str], mini_beir: Path, tmp_path: Path, shared_model: Path, embedder_path: Path
+) -> None:
+    """Before/after ``crossrank distill`` in one table: two collections of one corpus, two embedders."""
+    from crossrank.retrieval.beir import dense_pipeline, load_beir
+    from crossrank.training.testing import make_tiny_bi_encoder
+
+    db = str(tmp_path / "db")
+    ds = load_beir(mini_beir)
+    dense_pipeline(ds, embedder=str(embedder_path), db=db, collection="base", progress=False)
+    tiny = make_tiny_bi_encoder(tmp_path / "tiny-bi")
+    dense_pipeline(ds, embedder=str(tiny), db=db, collection="student", progress=False)
+    argv = ["eval", str(mini_beir), "--db", db, "--model", str(shared_model), "--collection", "base,student"]
+    argv += ["--candidates", "20", "--first-stage", "dense,bm25"]
+    code, out, _ = run(capsys, *argv, "--json")
+    assert code == 0
+    rep = json.loads(out)
+    assert list(rep["first_stages"]) == ["dense · base", "dense · student", "bm25"]
+    assert rep["embedders"] == {"dense · base": str(embedder_path), "dense · student": str(tiny)}
+    base, student = (rep["first_stages"][k]["metrics"]["ndcg@10"] for k in ("dense · base", "dense · student"))
+    assert base > student, "a random tiny embedder retrieves worse than MiniLM: each collection used its own"
+    assert [r["first_stage"] for r in rep["rows"]] == ["dense · base", "dense · student", "bm25"]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and "| dense · student | truncate" in out and "dense · student: embedder" in out

@@ -2,7 +2,9 @@
 
 Several first stages (``--first-stage dense,bm25,hybrid``), rerank settings (``--max-length
 256,512``, ``--long-documents truncate,windows``) and fusions (``--fusion none,rrf``) run in one
-go: every combination is a row. The candidates come from
+go: every combination is a row. ``--collection A,B`` puts several collections' dense and hybrid
+rows side by side (each queried with the embedder it records: before and after ``crossrank
+distill``, say). The candidates come from
 :func:`crossrank.retrieval.first_stage.first_stage`, the code ``Pipeline.retrieve`` runs, so the
 hybrid rows are the pipeline's hybrid. One reranker per ``max_length`` keeps a score cache for the
 whole run: a (query, document) pair scored for one first stage, or for ``fusion=none``, is not
@@ -159,13 +161,29 @@ def run_eval(
 
     ds = dataset if isinstance(dataset, BeirDataset) else load_beir(dataset, split)
     queries = ds.test_queries(limit)
-    pipe = None
+    # Several collections (``collection="base,distilled"``): their dense and hybrid rows side by side,
+    # labelled "dense · NAME", reranked through one score cache; BM25 does not depend on them.
+    pipes = []
     if any(s in ("dense", "hybrid") for s in sources):
-        pipe = dense_pipeline(
-            ds, embedder=embedder, db=db, chroma_url=chroma_url, collection=collection, progress=progress
-        )
-    runs, seconds = first_stage_runs(ds, queries, sources, candidates=candidates, dense=pipe)
+        for coll in _listed(collection) if collection else [None]:
+            pipes.append(
+                dense_pipeline(ds, embedder=embedder, db=db, chroma_url=chroma_url, collection=coll, progress=progress)
+            )
+    runs: dict[str, dict[str, list[str]]] = {}
+    seconds: dict[str, list[float]] = {}
+    embedders: dict[str, str] = {}
+    for n, p in enumerate(pipes or [None]):
+        wanted = [s for s in sources if n == 0 or s != "bm25"]
+        got, took_s = first_stage_runs(ds, queries, wanted, candidates=candidates, dense=p)
+        for s in wanted:
+            key = f"{s} · {p.collection_name}" if len(pipes) > 1 and s != "bm25" and p is not None else s
+            runs[key], seconds[key] = got[s], took_s[s]
+            if p is not None and s != "bm25":
+                embedders[key] = p.embedder
+    base_order = {s: i for i, s in enumerate(sources)}
+    sources = sorted(runs, key=lambda k: base_order[k.split(" · ")[0]])  # stable: collections keep their order
     first = {s: {"metrics": evaluate(runs[s], ds.qrels), "latency_ms": _lat(seconds[s])} for s in sources}
+    pipe = pipes[0] if len(pipes) == 1 else None
 
     # One reranker (and one score cache) per max_length; long_documents and fusion are per call.
     cache_size = max(1, len(queries) * candidates * len(sources) * len(modes))
@@ -227,6 +245,7 @@ def run_eval(
         "model": rr0.model_name,
         "backend": rr0.backend_name,
         "embedder": pipe.embedder if pipe is not None else None,
+        "embedders": embedders,
         "first_stages": first,
         "rows": rows,
     }
@@ -267,6 +286,8 @@ def format_report(r: dict[str, Any]) -> str:
                 f"| {stage} | {row['long_documents']} {row['max_length']} | {row['fusion']} | {m['ndcg@10']:.4f} | "
                 f"{m['recall@10']:.3f} | {row['rerank_ms']['p50']:.0f} |"
             )
+    if not r.get("embedder") and len(set(r.get("embedders", {}).values())) > 1:
+        lines += ["", *(f"{k}: embedder {common.embedder_label(v)}" for k, v in r["embedders"].items())]
     lines += [
         "",
         "ms/query: the first stage's p50 on its own rows; on reranked rows the rerank p50 of that setting, "

@@ -159,7 +159,8 @@ def dense_pipeline(
     """A dense-only ``Pipeline`` over ``ds``'s corpus: embedded into Chroma once, reused on later runs.
 
     Every document is stored as ``ds.doc_text(id)`` under its BEIR id, so the dense, BM25 and
-    reranker stages all see the same text. The collection is (re)filled when its size differs
+    reranker stages all see the same text. A named ``collection`` without ``embedder`` is queried
+    with the embedder it records. The collection is (re)filled when its size differs
     from the corpus.
     """
     from tqdm.auto import tqdm
@@ -168,8 +169,10 @@ def dense_pipeline(
     from crossrank.retrieval.indexing import Chunk
     from crossrank.retrieval.pipeline import Pipeline
 
-    spec = resolve_embedder(embedder)
-    name = collection or collection_name(ds, spec)
+    # A named collection is queried with the embedder it records (a distilled student's, say) unless
+    # one is named; the dataset's own collection is named after its embedder.
+    spec = resolve_embedder(embedder) if embedder is not None or collection is None else None
+    name = collection or collection_name(ds, resolve_embedder(embedder))
     pipe = Pipeline(name, db=db, chroma_url=chroma_url, embedder=spec, create=True)
     if pipe.count() != len(ds.corpus):
         ids = list(ds.corpus)
