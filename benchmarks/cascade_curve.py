@@ -58,6 +58,11 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--speed-points", default="64:20,64:30,48:20,96:20", help="length:k points timed for speed")
     ap.add_argument("--no-st", action="store_true", help="skip the sentence-transformers baseline")
+    ap.add_argument(
+        "--first-model",
+        default=None,
+        help="prune with this (smaller) reranker instead of --model on a prefix; length 0 = its own length",
+    )
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -76,7 +81,8 @@ def main() -> int:
     base = evaluate({q: [cands[q][i] for i in np.argsort(-full[q], kind="stable")] for q, _ in qs}, ds.qrels)
     quality: list[dict[str, Any]] = []
     for length in lengths:
-        prune = scores_for(Reranker(args.model, max_length=length), ds, cands, qs, f"prune at {length} tokens")
+        pruner = Reranker(args.first_model or args.model, max_length=length or None)
+        prune = scores_for(pruner, ds, cands, qs, f"prune at {pruner.max_length} tokens")
         alone = evaluate({q: [cands[q][i] for i in np.argsort(-prune[q], kind="stable")] for q, _ in qs}, ds.qrels)
         quality.append({"length": length, "k": 0, "ndcg@10": alone["ndcg@10"]})
         for k in keeps:
@@ -89,7 +95,7 @@ def main() -> int:
     fns: dict[str, Any] = {"full": lambda: full_rr.score(query, docs)}
     for point in args.speed_points.split(","):
         length, k = (int(x) for x in point.split(":"))
-        c = Cascade.fast(args.model, first_length=length, keep=k)
+        c = Cascade.fast(args.model, first_length=length or None, keep=k, first_model=args.first_model)
         fns[f"cascade {length}:{k}"] = lambda c=c: c.rerank(query, docs)
     if not args.no_st:
         from sentence_transformers import CrossEncoder
@@ -108,6 +114,7 @@ def main() -> int:
 
     print(f"CPU: {describe()}")
     print(f"backend: {full_rr.backend_name}; first stage: {args.first_stage} top-100; {len(qs)} SciFact test claims")
+    print(f"prune model: {args.first_model or args.model} (length 0 = its own)")
     print(f"full model ({full_rr.max_length} tokens): nDCG@10 {base['ndcg@10']:.4f}\n")
     print("| prune length | k | nDCG@10 | Δ vs full |")
     print("|---:|---:|---:|---:|")

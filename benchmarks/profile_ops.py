@@ -30,6 +30,9 @@ def main() -> int:
     ap.add_argument("--quantize", default="int8", choices=["int8", "bf16", "fp32"])
     ap.add_argument("--ghz", type=float, default=2.6, help="sustained clock for the roofline (TSC here: 2.6)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument(
+        "--config", action="append", default=[], metavar="KEY=VALUE", help="extra OpenVINO compile property"
+    )
     args = ap.parse_args()
 
     import openvino as ov
@@ -56,6 +59,7 @@ def main() -> int:
     ]
     cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": default_threads(), "PERF_COUNT": True}
     cfg["INFERENCE_PRECISION_HINT"] = "f32" if backend.name.endswith("fp32") else "bf16"
+    cfg.update(dict(item.split("=", 1) for item in args.config))
     compiled = ov.Core().compile_model(str(backend.path), "CPU", cfg)  # type: ignore[attr-defined]
     req = compiled.create_infer_request()
     names = {n for p in compiled.inputs for n in p.get_names()}

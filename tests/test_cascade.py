@@ -291,3 +291,18 @@ def test_fast_preset_prunes_on_a_prefix_then_ranks_the_top_k_in_full(tiny_model:
         Cascade.fast(tiny_model, first_length=4096)
     with pytest.raises(InvalidArgumentError, match="first_length"):
         Cascade.fast(tiny_model, first_length=8)
+
+
+def test_fast_preset_takes_a_smaller_first_model(tiny_model: Any, tmp_path: Any) -> None:
+    """``first_model``: the prune pass is another (smaller) reranker at its own length; the full model orders the k."""
+    from crossrank.testing import make_tiny_cross_encoder
+
+    small = make_tiny_cross_encoder(tmp_path / "small", seed=3, model_max_length=64)
+    docs = [f"document {i} " + " ".join(f"w{(i * 7 + j) % 40}" for j in range(40)) for i in range(10)]
+    fast = Cascade.fast(tiny_model, first_model=small, keep=4, backend="onnx", quantize="fp32")
+    prune, full = (s.reranker for s in fast.stages)
+    assert prune.model_name != full.model_name and prune.max_length == 64 != full.max_length
+    res = fast.rerank("w3 w4", docs)
+    short, long = prune.score("w3 w4", docs), full.score("w3 w4", docs)
+    top4 = sorted(range(10), key=lambda i: -short[i])[:4]
+    assert [r.index for r in res][:4] == sorted(top4, key=lambda i: -long[i])

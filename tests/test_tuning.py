@@ -202,3 +202,20 @@ def test_crossrank_tune_prints_and_saves(tiny_model: Path, tuning_on: Path) -> N
     )
     assert table.returncode == 0, table.stderr[-2000:]
     assert "| path |" in table.stdout and "not saved" in table.stdout and "int8" not in table.stdout.split("|---")[1]
+
+
+def test_onnx_runtime_is_left_out_while_emulating_a_narrower_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ORT cannot follow an ISA limit: under emulation its timings would be the real CPU's."""
+    from crossrank.backends import openvino_backend as ovb
+
+    amx = frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"})
+    monkeypatch.setattr(cpuinfo, "cpu_flags", lambda: amx)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("CROSSRANK_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(ovb, "openvino_installed", lambda: True)
+    monkeypatch.setattr(ovb, "nncf_installed", lambda: True)
+    assert ("onnx", "int8") in tuning.candidates("auto")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    assert tuning.candidates("auto") == [("openvino", "int8"), ("openvino", "fp32")]
+    monkeypatch.setattr(ovb, "openvino_installed", lambda: False)  # nothing else: ORT it is
+    assert tuning.candidates("auto") == [("onnx", "int8"), ("onnx", "fp32")]

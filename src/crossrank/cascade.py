@@ -132,29 +132,43 @@ class Cascade:
         model: str | os.PathLike[str] | None = None,
         *,
         keep: int = FAST_KEEP,
-        first_length: int = FAST_FIRST_LENGTH,
+        first_length: int | None = None,
+        first_model: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> Cascade:
-        """The speed preset: one model read twice — short, then in full on the survivors.
+        """The speed preset: a cheap pass over every candidate, then ``model`` in full on the best ``keep``.
 
-        Stage ``prune`` scores every candidate from its first ``first_length`` tokens (query,
-        title and opening sentences: a fraction of the work); stage ``full`` reorders the best
-        ``keep`` with the model at its normal length and ``options`` (any :class:`~crossrank.Reranker`
-        option: backend, long_documents, ...). Both stages share one loaded model. The defaults
-        are the point of ``benchmarks/cascade_curve.py``'s speed/quality curve that kept SciFact
-        nDCG@10 within 0.005 of the full model (README, "Less work per query").
+        Stage ``prune`` scores every candidate cheaply; stage ``full`` reorders the best ``keep``
+        with ``model`` at its normal length and ``options`` (any :class:`~crossrank.Reranker`
+        option: backend, long_documents, ...). The cheap pass is either
+
+        * ``model`` itself on each candidate's first ``first_length`` tokens (default
+          :data:`FAST_FIRST_LENGTH`; both stages share one loaded model), or
+        * ``first_model``: a smaller reranker (e.g. ``crossrank finetune --teacher MODEL --layers 2``),
+          at ``first_length`` tokens if given, else its own length.
+
+        Measured on SciFact (README, "Less work per query"), reading only a prefix costs quality on
+        long documents whose evidence comes late: at 64 tokens and ``keep=20`` nDCG@10 fell by
+        0.048 for a 2.1× speed-up. Check the curve on your data (``benchmarks/cascade_curve.py``)
+        before using the prefix pass where quality matters.
         """
-        if isinstance(first_length, bool) or not isinstance(first_length, int) or first_length < 16:
+        if first_length is not None and (
+            isinstance(first_length, bool) or not isinstance(first_length, int) or first_length < 16
+        ):
             raise InvalidArgumentError(f"first_length must be an int >= 16, got {first_length!r}")
         full = Reranker(model, **options)
-        max_length = full.max_length
-        if max_length is not None and first_length >= max_length:
-            raise InvalidArgumentError(
-                f"first_length={first_length} is not shorter than the model's max_length={max_length}: "
-                "the prune stage would cost as much as the full one"
-            )
-        prune_options = {**options, "max_length": first_length, "long_documents": "truncate"}
-        prune = Reranker(model, **prune_options)
+        if first_model is None:
+            first_length = first_length or FAST_FIRST_LENGTH
+            max_length = full.max_length
+            if max_length is not None and first_length >= max_length:
+                raise InvalidArgumentError(
+                    f"first_length={first_length} is not shorter than the model's max_length={max_length}: "
+                    "the prune stage would cost as much as the full one"
+                )
+        prune_options = {**options, "long_documents": "truncate"}
+        if first_length is not None:
+            prune_options["max_length"] = first_length
+        prune = Reranker(first_model if first_model is not None else model, **prune_options)
         return cls([Stage(prune, None, "prune"), Stage(full, keep, "full")])
 
     @property
