@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -36,35 +35,10 @@ from pathlib import Path
 import httpx
 
 from crossrank import CrossrankError, Reranker
+from crossrank.cpuinfo import describe
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-ISA_FLAGS = (
-    "sse4_2",
-    "avx",
-    "avx2",
-    "fma",
-    "avx512f",
-    "avx512_vnni",
-    "avx_vnni",
-    "avx512_bf16",
-    "amx_bf16",
-    "amx_int8",
-)
-
-
-def cpu_description() -> tuple[str, str]:
-    """The CPU model name and which of the ISA flags that matter for inference it has."""
-    model, flags = platform.processor() or "unknown", set[str]()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("unknown", "", platform.processor()):
-                model = line.partition(":")[2].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return model, " ".join(f for f in ISA_FLAGS if f in flags) or "unknown"
 
 
 def free_port() -> int:
@@ -336,8 +310,7 @@ def main() -> int:
     finally:
         server.stop()
 
-    cpu, isa = cpu_description()
-    print(f"CPU: {cpu} · {os.cpu_count()} logical cores · ISA: {isa}")
+    print(f"CPU: {describe()} · {os.cpu_count()} logical cores")
     print(
         f"model {args.model} · backend {rr.backend_name} · server ready in {load_s:.1f} s · loopback HTTP /v1/rerank\n"
     )

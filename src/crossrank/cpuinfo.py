@@ -132,6 +132,16 @@ def effective_flags() -> frozenset[str]:
     return limit_flags(flags, limit[0]) if limit else flags
 
 
+def has_native_bf16() -> bool:
+    """bf16 matrix units (AVX-512 BF16 or AMX), within the ISA limit: where bf16 inference and training pay."""
+    return bool(effective_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def has_int8_dot() -> bool:
+    """int8 dot-product units (AVX-512 VNNI, AVX-VNNI or AMX), within the ISA limit."""
+    return bool(effective_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
 def isa_class() -> str:
     """The class a speed figure belongs to: ``AMX``, ``AVX-512 VNNI``, ``AVX-512``, ``AVX2`` (+VNNI), ``ARM`` ..."""
     f = effective_flags()

@@ -20,19 +20,32 @@ from crossrank.backends.model_inputs import port_names
 from crossrank.errors import InvalidArgumentError
 
 
-def _cpu_flags() -> frozenset[str]:
-    """The flags this backend decides by (the CPU's, within ``CROSSRANK_MAX_CPU_ISA`` / ``ONEDNN_MAX_CPU_ISA``)."""
-    return cpuinfo.effective_flags()
-
-
 def cpu_has_bf16() -> bool:
-    """Native bf16 matrix units (AVX-512 BF16 or AMX), within the ISA limit."""
-    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    """Native bf16 matrix units, within the ISA limit: :func:`crossrank.cpuinfo.has_native_bf16`."""
+    return cpuinfo.has_native_bf16()
 
 
 def cpu_has_int8_dot() -> bool:
-    """int8 dot-product units (AVX-512 VNNI, AVX-VNNI or AMX), within the ISA limit."""
-    return bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    """int8 dot-product units, within the ISA limit: :func:`crossrank.cpuinfo.has_int8_dot`."""
+    return cpuinfo.has_int8_dot()
+
+
+def compile_properties(variant: str, threads: int) -> dict[str, str | int]:
+    """OpenVINO CPU compile settings for a ``variant`` (``fp32``, ``bf16``, ``int8``) on ``threads`` threads.
+
+    The ops an int8 model leaves unquantized (softmax, layer norm, attention) run in bf16 where
+    the CPU has bf16 units. Shared with ``crossrank bench --roofline`` so its floor is compiled the
+    way the backend compiles models.
+    """
+    return {
+        "INFERENCE_PRECISION_HINT": "f32" if variant == "fp32" or not cpu_has_bf16() else "bf16",
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": threads,
+        # Kernels are cached per input shape (default 5,000 shapes, ~4 MB each here): with real
+        # traffic every (batch, length) is new and RSS grew 400 MB -> 1.7 GB over 300 reranks.
+        # 64 shapes keep it flat (benchmarks/README.md).
+        "CPU_RUNTIME_CACHE_CAPACITY": "64",
+    }
 
 
 def int8_model_variant() -> str:
@@ -91,22 +104,8 @@ class OpenVinoBackend(CompiledBackend):
         return int8_model_variant()
 
     def _load(self, runtime: Any, path: Path, variant: str, threads: int) -> None:
-        # int8: the ops left unquantized (softmax, layer norm, attention) run in bf16 where native.
-        precision = "f32" if variant == "fp32" or not cpu_has_bf16() else "bf16"
         core = runtime.Core()
-        self._compiled = core.compile_model(
-            core.read_model(str(path)),
-            "CPU",
-            {
-                "INFERENCE_PRECISION_HINT": precision,
-                "PERFORMANCE_HINT": "LATENCY",
-                "INFERENCE_NUM_THREADS": threads,
-                # Kernels are cached per input shape (default 5,000 shapes, ~4 MB each here): with real
-                # traffic every (batch, length) is new and RSS grew 400 MB -> 1.7 GB over 300 reranks.
-                # 64 shapes keep it flat (570 -> 640 MB) and were no slower (benchmarks/README.md).
-                "CPU_RUNTIME_CACHE_CAPACITY": "64",
-            },
-        )
+        self._compiled = core.compile_model(core.read_model(str(path)), "CPU", compile_properties(variant, threads))
         self._request = self._compiled.create_infer_request()  # the engine serialises forward calls
 
     def _input_names(self) -> list[str]:

@@ -91,16 +91,9 @@ def _compiled(sizes: dict[str, int], precision: str, threads: int, calibration: 
         except ImportError as exc:
             raise missing_extra("nncf", "openvino") from exc
         model = nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration))
-    hint = "f32" if precision == "fp32" else "bf16"
-    from crossrank.backends.openvino_backend import cpu_has_bf16
+    from crossrank.backends.openvino_backend import compile_properties
 
-    if hint == "bf16" and not cpu_has_bf16():
-        hint = "f32"  # as crossrank's backend: int8 with f32 leftovers where bf16 is not native
-    return ov.Core().compile_model(
-        model,
-        "CPU",
-        {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads},
-    )
+    return ov.Core().compile_model(model, "CPU", compile_properties(precision, threads))
 
 
 def matmul_floor(
@@ -118,7 +111,7 @@ def matmul_floor(
     Precisions this CPU cannot run natively (bf16 without AMX / AVX-512 BF16) are left out.
     """
     from crossrank.backends import default_threads
-    from crossrank.backends.openvino_backend import cpu_has_bf16
+    from crossrank.cpuinfo import has_native_bf16
 
     sizes = model_sizes(model)
     threads = threads or default_threads()
@@ -128,7 +121,7 @@ def matmul_floor(
     flops = matmul_flops(sizes, candidates * tokens)
     out: dict[str, dict[str, float]] = {}
     for precision in precisions:
-        if precision == "bf16" and not cpu_has_bf16():
+        if precision == "bf16" and not has_native_bf16():
             continue
         compiled = _compiled(sizes, precision, threads, inputs[:4])
         request = compiled.create_infer_request()

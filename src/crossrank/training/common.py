@@ -109,9 +109,9 @@ def training_precision(requested: str) -> str:
         raise InvalidArgumentError(f"precision {requested!r}: choose from {', '.join(PRECISIONS)}")
     if requested != "auto":
         return requested
-    from crossrank.cpuinfo import effective_flags
+    from crossrank.cpuinfo import has_native_bf16
 
-    return "bf16" if {"amx_bf16", "avx512_bf16"} & set(effective_flags()) else "fp32"
+    return "bf16" if has_native_bf16() else "fp32"
 
 
 def training_arguments(
