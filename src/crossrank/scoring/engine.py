@@ -173,6 +173,32 @@ def resolve_backend(backend: str, device: str | None) -> str:
     return "onnx"
 
 
+def _builder(
+    info: ModelInfo,
+    family: ModelFamily,
+    *,
+    device: str | None,
+    dtype: str,
+    trust_remote_code: bool,
+    threads: int | None,
+) -> Callable[..., Backend]:
+    """``build(kind, quantize, threads=threads)``: :func:`_make_backend` with the model's settings bound."""
+
+    def build(kind: str, quantize: str, num_threads: int | None = threads) -> Backend:
+        return _make_backend(
+            kind,
+            info,
+            family,
+            device=device,
+            quantize=quantize,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            num_threads=num_threads,
+        )
+
+    return build
+
+
 def _make_backend(
     kind: str,
     info: ModelInfo,
@@ -255,17 +281,9 @@ def get_engine(
         tokenizer = load_tokenizer(info.path)
         family = family_for(info, tokenizer, instruction=instruction)
 
-        def build(kind: str, quantize: str, threads: int | None = num_threads) -> Backend:
-            return _make_backend(
-                kind,
-                info,
-                family,
-                device=device,
-                quantize=quantize,
-                dtype=dtype,
-                trust_remote_code=trust_remote_code,
-                num_threads=threads,
-            )
+        build = _builder(
+            info, family, device=device, dtype=dtype, trust_remote_code=trust_remote_code, threads=num_threads
+        )
 
         if not falls_back:
             try:
@@ -331,17 +349,7 @@ def retune(
     tokenizer = load_tokenizer(info.path)
     family = family_for(info, tokenizer)
 
-    def build(kind: str, q: str, threads: int | None = num_threads) -> Backend:
-        return _make_backend(
-            kind,
-            info,
-            family,
-            device="cpu",
-            quantize=q,
-            dtype="auto",
-            trust_remote_code=trust_remote_code,
-            num_threads=threads,
-        )
+    build = _builder(info, family, device="cpu", dtype="auto", trust_remote_code=trust_remote_code, threads=num_threads)
 
     decision = measure_paths(
         info, tokenizer, family, build, quantize=quantize, num_threads=num_threads, progress=progress
@@ -363,9 +371,17 @@ def _tuned_backend(
     from crossrank.scoring import tuning
 
     decision = tuning.cached_decision(info, quantize, num_threads)
+    built: dict[tuple[str, str, int | None], Backend] = {}
     if decision is None:
+
+        def build_once(kind: str, q: str, threads: int | None = num_threads) -> Backend:
+            # Tuning builds every path; the chosen one is then taken from here, not compiled again.
+            if (kind, q, threads) not in built:
+                built[(kind, q, threads)] = build(kind, q, threads)
+            return built[(kind, q, threads)]
+
         try:
-            decision = measure_paths(info, tokenizer, family, build, quantize=quantize, num_threads=num_threads)
+            decision = measure_paths(info, tokenizer, family, build_once, quantize=quantize, num_threads=num_threads)
         except CrossrankError as exc:
             log.warning("%s: could not measure the CPU paths (%s); using the static rule", info.name, exc)
             return None
@@ -377,8 +393,11 @@ def _tuned_backend(
             decision.quantize,
             decision.batch_size,
         )
+    threads = decision.threads if num_threads is None else num_threads
+    chosen = built.pop((decision.backend, decision.quantize, threads), None)
+    built.clear()  # the other measured paths are released
     try:
-        be = build(decision.backend, decision.quantize, decision.threads if num_threads is None else num_threads)
+        be = chosen if chosen is not None else build(decision.backend, decision.quantize, threads)
     except (ExportError, ModelLoadError, BackendUnavailableError) as exc:
         log.warning(
             "%s: the tuned path %s %s no longer builds (%s); using the static rule",
