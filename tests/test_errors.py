@@ -111,6 +111,20 @@ def test_unknown_backend(tiny_model: Path) -> None:
         Reranker(tiny_model, backend="tensorflow")
 
 
+def test_torch_backend_honours_quantize(tiny_model: Path) -> None:
+    """backend='torch' runs the precision asked for, or says why it cannot: never a silent other one."""
+    with pytest.raises(InvalidArgumentError, match="int8.*not available on backend='torch'.*openvino"):
+        Reranker(tiny_model, backend="torch", quantize="int8").score("q", ["a document"])
+    docs = ["alpha beta gamma", "delta", "beta gamma beta", "epsilon zeta"]
+    fp32 = Reranker(tiny_model, backend="torch", quantize="fp32")
+    bf16 = Reranker(tiny_model, backend="torch", quantize="bf16")
+    auto = Reranker(tiny_model, backend="torch")
+    a, b = fp32.score("beta", docs), bf16.score("beta", docs)
+    auto.score("beta", docs)
+    assert (fp32.backend_name, bf16.backend_name, auto.backend_name) == ("torch-fp32", "torch-bf16", "torch-fp32")
+    assert a != b and max(abs(x - y) for x, y in zip(a, b, strict=True)) < 0.1 * (max(a) - min(a) + 1e-6)
+
+
 def test_errors_are_one_family() -> None:
     for name in crossrank.__all__:
         obj = getattr(crossrank, name)

@@ -269,6 +269,31 @@ def test_training_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch: 
     assert not training_arguments(Args, "/tmp/x", progress=False, precision="fp32", **common).bf16
 
 
+def test_training_device_takes_the_gpu_only_where_torch_sees_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from sentence_transformers import SentenceTransformerTrainingArguments as Args
+
+    from crossrank.training.common import Schedule, training_arguments, training_device, training_precision
+
+    assert training_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert training_device("auto") == "cpu"
+    with pytest.raises(InvalidArgumentError, match="'cuda'.*sees no CUDA GPU.*--device auto or cpu"):
+        training_device("cuda")
+    with pytest.raises(InvalidArgumentError, match="'gpu'.*auto, cpu, cuda.*CUDA_VISIBLE_DEVICES"):
+        training_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert training_device("auto") == "cuda" and training_device("cuda") == "cuda"
+    # on a GPU, auto precision follows the GPU's bf16 support, not the CPU's flags
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert training_precision("auto", "cuda") == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert training_precision("auto", "cuda") == "bf16"
+    common = {"batch_size": 2, "learning_rate": 1e-4, "warmup": 0.1, "seed": 1, "plan": Schedule(4, 2, 1)}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert training_arguments(Args, "/tmp/x", progress=False, metric="m", device="cpu", **common).use_cpu
+
+
 def test_max_length_is_chosen_from_the_data(tiny_model: Path) -> None:
     from transformers import AutoTokenizer
 

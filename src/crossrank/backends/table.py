@@ -31,7 +31,7 @@ BACKENDS: dict[str, BackendSpec] = {
         BackendSpec(
             "torch",
             "PyTorch via sentence-transformers: the reference; fp16 on CUDA",
-            ("fp32",),
+            ("fp32", "bf16"),
             None,
             "crossrank.backends.torch_backend",
             "TorchBackend",

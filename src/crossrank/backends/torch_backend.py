@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from crossrank.backends.model_inputs import select_inputs
-from crossrank.errors import BackendUnavailableError, ModelLoadError
+from crossrank.errors import BackendUnavailableError, InvalidArgumentError, ModelLoadError
 from crossrank.model_files import ModelInfo
 
 
@@ -32,6 +32,9 @@ def cuda_available() -> bool:
 class TorchBackend:
     """Runs ``*ForSequenceClassification`` in torch (fp32 on CPU, fp16 on CUDA unless told otherwise).
 
+    ``quantize``: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32`` or ``bf16``; ``int8`` is the CPU
+    backends' (ONNX Runtime, OpenVINO) and an error here, never a silent fp32 run.
+
     The model gets the inputs sentence-transformers would give it (the tokenizer's
     ``model_input_names`` that its forward takes), so a RoBERTa / XLM-RoBERTa model never sees type
     ids it has no embedding rows for; the same rule picks the inputs of the ONNX export.
@@ -43,9 +46,15 @@ class TorchBackend:
         *,
         device: str | None = None,
         dtype: str = "auto",
+        quantize: str = "auto",
         trust_remote_code: bool = False,
         max_length: int | None = None,
     ) -> None:
+        if quantize == "int8":
+            raise InvalidArgumentError(
+                "quantize='int8' is not available on backend='torch': use backend='openvino' or 'onnx' for int8 "
+                "on CPU, or quantize='fp32' / 'bf16' (fp16 is what 'auto' runs on CUDA)"
+            )
         try:
             import torch
             from sentence_transformers import CrossEncoder
@@ -69,10 +78,14 @@ class TorchBackend:
         model: Any = ce.model
         model.eval()
         self.device = str(ce.device)
-        use_fp16 = dtype == "fp16" or (dtype == "auto" and self.device.startswith("cuda"))
-        if use_fp16:
+        wanted = quantize if quantize != "auto" else dtype
+        if wanted == "auto":
+            wanted = "fp16" if self.device.startswith("cuda") else "fp32"
+        if wanted == "fp16":
             model.half()
-        self.dtype = "fp16" if use_fp16 else "fp32"
+        elif wanted == "bf16":
+            model.to(torch.bfloat16)
+        self.dtype = wanted
         self.name = f"torch-{self.dtype}" + ("" if self.device == "cpu" else f"@{self.device}")
         self._model = model
         self._torch = torch

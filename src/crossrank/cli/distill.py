@@ -72,7 +72,7 @@ def add_training_args(
 ) -> None:
     """The trainer options ``distill`` and ``finetune`` share."""
     from crossrank.backends.table import BACKEND_CHOICES
-    from crossrank.training.common import PRECISIONS
+    from crossrank.training.common import DEVICES, PRECISIONS
 
     p.add_argument("--epochs", type=float, default=epochs, help=f"passes over the training groups (default {epochs:g})")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
@@ -88,7 +88,14 @@ def add_training_args(
         "--precision",
         default="auto",
         choices=PRECISIONS,
-        help="auto: bf16 mixed precision where the CPU has native bf16 (AMX, AVX-512 BF16), else fp32",
+        help="auto: bf16 mixed precision where the hardware has native bf16 (a recent GPU; AMX or AVX-512 BF16 on "
+        "CPU), else fp32",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=DEVICES,
+        help="auto: the GPU when torch sees one (CUDA_VISIBLE_DEVICES picks it), else the CPU",
     )
     p.add_argument("--teacher-backend", default="auto", choices=BACKEND_CHOICES, help="backend scoring the teacher")
     p.add_argument("--teacher-max-length", type=int, default=None, help="teacher tokens per pair (default: declared)")

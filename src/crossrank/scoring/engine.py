@@ -219,7 +219,7 @@ def _make_backend(
     spec = BACKENDS[kind]
     cls = getattr(importlib.import_module(spec.module), spec.cls)
     if kind == "torch":
-        return cls(info, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        return cls(info, device=device, dtype=dtype, quantize=quantize, trust_remote_code=trust_remote_code)
     return cls(info, quantize=quantize, num_threads=num_threads, trust_remote_code=trust_remote_code)
 
 

@@ -28,10 +28,12 @@ class InMemoryDense:
     has the ``(query, k) -> ids`` shape :func:`first_stage` takes.
     """
 
-    def __init__(self, embedder: str, ids: Sequence[str], texts: Sequence[str], *, progress: bool = True) -> None:
+    def __init__(
+        self, embedder: str, ids: Sequence[str], texts: Sequence[str], *, progress: bool = True, device: str = "cpu"
+    ) -> None:
         from sentence_transformers import SentenceTransformer
 
-        self.model = SentenceTransformer(embedder, device="cpu")
+        self.model = SentenceTransformer(embedder, device=device)
         self.ids = list(ids)
         self.vectors = np.asarray(
             self.model.encode(

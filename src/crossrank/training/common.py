@@ -95,23 +95,64 @@ def schedule(examples: int, batch_size: int, epochs: float, max_steps: int | Non
 
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 
-def training_precision(requested: str) -> str:
+def training_device(requested: str) -> str:
+    """Where a run trains: ``cpu`` or ``cuda``; ``auto`` takes the GPU when torch sees one.
+
+    One GPU: the trainer uses the first visible device (choose it with ``CUDA_VISIBLE_DEVICES``).
+    Asking for ``cuda`` where torch has none is an error that says why, never a silent CPU run.
+    """
+    if requested not in DEVICES:
+        raise InvalidArgumentError(
+            f"device {requested!r}: choose from {', '.join(DEVICES)} (pick a GPU with CUDA_VISIBLE_DEVICES)"
+        )
+    if requested == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if requested == "cuda":
+        raise InvalidArgumentError(
+            f"device 'cuda': torch {torch.__version__} sees no CUDA GPU"
+            + ("" if torch.version.cuda else " (this torch is a CPU-only build)")
+            + "; use --device auto or cpu"
+        )
+    return "cpu"
+
+
+def training_precision(requested: str, device: str = "cpu") -> str:
     """The precision a run trains in: ``fp32``, or ``bf16`` mixed precision (fp32 master weights).
 
-    ``auto`` takes bf16 where the CPU computes it natively (AMX or AVX-512 BF16, within any
-    ``CROSSRANK_MAX_CPU_ISA`` / ``ONEDNN_MAX_CPU_ISA`` limit: :func:`crossrank.cpuinfo.effective_flags`)
-    and fp32 elsewhere, where bf16 would be emulated and slower. The README's training table says
-    which CPU and precision produced each figure.
+    ``auto`` takes bf16 where the hardware computes it natively: on CUDA, a GPU that supports it
+    (Ampere and newer); on CPU, AMX or AVX-512 BF16, within any ``CROSSRANK_MAX_CPU_ISA`` /
+    ``ONEDNN_MAX_CPU_ISA`` limit (:func:`crossrank.cpuinfo.effective_flags`). Elsewhere fp32, where
+    bf16 would be emulated and slower. The model card says which hardware and precision trained it.
     """
     if requested not in PRECISIONS:
         raise InvalidArgumentError(f"precision {requested!r}: choose from {', '.join(PRECISIONS)}")
     if requested != "auto":
         return requested
+    if device == "cuda":
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     from crossrank.cpuinfo import has_native_bf16
 
     return "bf16" if has_native_bf16() else "fp32"
+
+
+def describe_device(device: str) -> str:
+    """The hardware a run trained on, for model cards: the GPU's name, or the CPU and its ISA flags."""
+    if device == "cuda":
+        import torch
+
+        return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda}, torch {torch.__version__})"
+    from crossrank.cpuinfo import describe
+
+    return describe()
 
 
 def training_arguments(
@@ -126,11 +167,12 @@ def training_arguments(
     metric: str,
     progress: bool,
     precision: str = "fp32",
+    device: str = "cpu",
 ) -> Any:
-    """Trainer arguments for a CPU run: step-based evaluation and checkpoints, best kept, no reporting.
+    """Trainer arguments: step-based evaluation and checkpoints, best kept, no reporting.
 
-    ``precision`` is a resolved one (:func:`training_precision`): ``bf16`` turns on the trainer's
-    CPU autocast.
+    ``device`` and ``precision`` are resolved ones (:func:`training_device`,
+    :func:`training_precision`): ``bf16`` turns on the trainer's autocast on that device.
     """
     return cls(
         output_dir=output_dir,
@@ -152,7 +194,7 @@ def training_arguments(
         logging_steps=plan.logging_steps,
         report_to="none",
         disable_tqdm=not progress,
-        use_cpu=True,
+        use_cpu=device == "cpu",
         bf16=precision == "bf16",
         dataloader_num_workers=0,
     )
@@ -216,6 +258,7 @@ def begin_run(config: Any) -> tuple[Any, float]:
     config.check()
     training_precision(config.precision)
     require_training()
+    training_device(config.device)
     t0 = time.perf_counter()
     run = RunDir(config.out, config.settings(), restart=config.restart)
     seed_everything(config.seed)
@@ -224,12 +267,14 @@ def begin_run(config: Any) -> tuple[Any, float]:
 
 def optimizer_options(config: Any) -> dict[str, Any]:
     """The ``training_arguments`` options both trainers take straight from their config."""
+    device = training_device(config.device)
     return {
         "learning_rate": config.learning_rate,
         "warmup": config.warmup,
         "seed": config.seed,
         "progress": config.progress,
-        "precision": training_precision(config.precision),
+        "precision": training_precision(config.precision, device),
+        "device": device,
     }
 
 

@@ -31,13 +31,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crossrank.cpuinfo import describe
 from crossrank.errors import DatasetError, InvalidArgumentError
 from crossrank.inputs import check_positive_int
 from crossrank.training.common import (
     ScaledCosine,
     begin_run,
     check_fraction,
+    describe_device,
     evaluate_before,
     fit,
     losses_from,
@@ -45,6 +45,7 @@ from crossrank.training.common import (
     quiet,
     schedule,
     training_arguments,
+    training_device,
     training_precision,
 )
 from crossrank.training.queries import PSEUDO_KINDS, TrainQuery
@@ -89,6 +90,7 @@ class DistillConfig:
     evaluations: int = 4
     seed: int = 42
     precision: str = "auto"
+    device: str = "auto"
     teacher_backend: str = "auto"
     teacher_max_length: int | None = None
     reembed: bool = True
@@ -126,7 +128,7 @@ class DistillConfig:
 
     def settings(self) -> dict[str, Any]:
         """The options that decide the trained model (a run folder refuses others)."""
-        skip = {"out", "reembed", "swap", "keep_checkpoints", "restart", "progress", "db", "chroma_url"}
+        skip = {"out", "reembed", "swap", "keep_checkpoints", "restart", "progress", "db", "chroma_url", "device"}
         d = {k: v for k, v in asdict(self).items() if k not in skip}
         d["queries"] = str(Path(self.queries).expanduser().resolve()) if self.queries is not None else None
         d["pseudo_kinds"] = list(self.pseudo_kinds)
@@ -376,7 +378,7 @@ def _train(
         HeldOut(q.text, cands[q.qid], [texts[d] for d in cands[q.qid]], dict(q.positives), scores[q.qid])
         for q in held_q
     ]
-    model = SentenceTransformer(student, device="cpu")
+    model = SentenceTransformer(student, device=training_device(config.device))
     if config.max_seq_length:
         model.max_seq_length = config.max_seq_length
     evaluator = HeldOutEvaluator(samples, "bi-encoder", batch_size=config.batch_size)
@@ -447,11 +449,13 @@ def _model_card(run: Any, config: DistillConfig, student: str, done: dict[str, A
             + ".",
             f"SentenceTransformerTrainer: {done['steps']} steps of {config.batch_size} groups, learning rate "
             f"{config.learning_rate}, warmup {config.warmup}, seed {config.seed}; best held-out checkpoint kept."
-            f" Precision: {training_precision(config.precision)} (asked: {config.precision}) on {describe()}.",
+            f" Precision: {training_precision(config.precision, training_device(config.device))}"
+            f" (asked: {config.precision}).",
         ],
         before=done["before"],
         after=done["after"],
         settings=config.settings(),
+        hardware=describe_device(training_device(config.device)),
         notes=[
             "Queries embedded by this model only match documents embedded by this model: the re-embedded collection "
             "records it in its metadata (`crossrank:embedder`).",

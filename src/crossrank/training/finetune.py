@@ -34,12 +34,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crossrank.cpuinfo import describe
 from crossrank.errors import DatasetError, InvalidArgumentError
 from crossrank.inputs import check_positive_int
 from crossrank.training.common import (
     begin_run,
     check_fraction,
+    describe_device,
     evaluate_before,
     fit,
     losses_from,
@@ -47,6 +47,7 @@ from crossrank.training.common import (
     quiet,
     schedule,
     training_arguments,
+    training_device,
     training_precision,
 )
 from crossrank.training.queries import TrainQuery
@@ -95,6 +96,7 @@ class FinetuneConfig:
     evaluations: int = 4
     seed: int = 42
     precision: str = "auto"
+    device: str = "auto"
     teacher_backend: str = "auto"
     teacher_max_length: int | None = None
     keep_checkpoints: bool = False
@@ -128,7 +130,7 @@ class FinetuneConfig:
 
     def settings(self) -> dict[str, Any]:
         """The options that decide the trained model (a run folder refuses others)."""
-        skip = {"out", "keep_checkpoints", "restart", "progress", "db", "chroma_url"}
+        skip = {"out", "keep_checkpoints", "restart", "progress", "db", "chroma_url", "device"}
         d = {k: v for k, v in asdict(self).items() if k not in skip}
         d["train"] = str(Path(self.train).expanduser().resolve())
         d["mine_from"] = list(self.mine_from)
@@ -375,7 +377,11 @@ def _mine(run: Any, config: FinetuneConfig, data: PairData, queries: Sequence[Tr
         ids = list(data.texts)
         if need_dense:
             dense = InMemoryDense(
-                resolve_embedder(config.embedder), ids, [data.texts[i] for i in ids], progress=config.progress
+                resolve_embedder(config.embedder),
+                ids,
+                [data.texts[i] for i in ids],
+                progress=config.progress,
+                device=training_device(config.device),
             )
         bm25 = bm25_over(ids, [data.texts[i] for i in ids]) if need_bm25 else None
     out = {
@@ -506,6 +512,7 @@ def _train(
     from crossrank.training.evaluation import HeldOutEvaluator, first_stage_metrics
 
     loss_name = config.resolved_loss
+    device = training_device(config.device)
     base_dir = run.work / "base"
     prep = run.stage("base")
     if prep is None:
@@ -520,7 +527,7 @@ def _train(
         run.save_stage("base", prep)
     length = int(prep["max_length"])
     model = CrossEncoder(
-        str(base_dir), num_labels=1, max_length=length, activation_fn=torch.nn.Identity(), device="cpu"
+        str(base_dir), num_labels=1, max_length=length, activation_fn=torch.nn.Identity(), device=device
     )
     evaluator = HeldOutEvaluator(held, "cross-encoder", batch_size=32)
     before = evaluate_before(run, evaluator, model)
@@ -620,12 +627,14 @@ def _model_card(run: Any, config: FinetuneConfig, base: str, done: dict[str, Any
             f"{config.learning_rate}, warmup {config.warmup}, max length {done['max_length']} "
             f"(the {LENGTH_PERCENTILE}th percentile of the training pairs' tokens, rounded up to 32, capped at "
             f"{config.max_length_cap}, unless set), seed {config.seed}; best held-out checkpoint kept."
-            f" Precision: {training_precision(config.precision)} (asked: {config.precision}) on {describe()}.",
+            f" Precision: {training_precision(config.precision, training_device(config.device))}"
+            f" (asked: {config.precision}).",
         ],
         first_stage=done["first_stage"],
         before=done["before"],
         after=done["after"],
         settings=config.settings(),
+        hardware=describe_device(training_device(config.device)),
         notes=[
             f"Held-out rows rerank each held-out query's {config.mine_from[0]} top-{config.candidates}.",
             'Serve it with `Reranker("<this folder>")` or `crossrank query --model <this folder>`.',

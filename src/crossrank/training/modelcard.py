@@ -11,8 +11,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from crossrank.cpuinfo import describe as describe_cpu
-
 _METRICS = ("ndcg@10", "mrr@10", "teacher_ndcg@10")
 
 
@@ -38,9 +36,14 @@ def write_card(
     after: Mapping[str, float],
     settings: Mapping[str, Any],
     first_stage: Mapping[str, float] | None = None,
+    hardware: str | None = None,
     notes: Sequence[str] = (),
 ) -> None:
-    """Write the card (overwriting an older one)."""
+    """Write the card (overwriting an older one). ``hardware``: what trained it (default: this CPU)."""
+    if hardware is None:
+        from crossrank.cpuinfo import describe
+
+        hardware = describe()
     rows: list[tuple[str, Mapping[str, float]]] = []
     if first_stage:
         rows.append(("first stage alone", first_stage))
@@ -55,7 +58,7 @@ def write_card(
         "",
         "## Training",
         *[f"- {t}" for t in training],
-        f"- Trained on: {describe_cpu()}.",
+        f"- Trained on: {hardware}.",
         "",
         "## Measured (held-out queries of the training data)",
         *metrics_table(rows),
