@@ -415,10 +415,19 @@ def test_finetune_command_line(
 
     base = ["finetune", "--train", str(pairs_file), "--base", str(tiny_model), "--embedder", str(tiny_bi)]
     args = [*base, "--out", str(tmp_path / "cli"), "--max-steps", "2", "--evaluations", "1", "--candidates", "8"]
-    assert main([*args, "--teacher-backend", "torch", "--json"]) == 0
+    assert main([*args, "--teacher-backend", "torch", "--device", "cpu", "--json"]) == 0
     out, _ = capsys.readouterr()
     report = json.loads(out)  # stdout is the JSON report and nothing else
     assert report["steps"] == 2 and report["loss"] == "listwise" and report["out"] == str(tmp_path / "cli")
+    from crossrank.cpuinfo import describe
+
+    assert f"Trained on: {describe()}." in (tmp_path / "cli" / "MODEL_CARD.md").read_text()
+    import torch
+
+    if not torch.cuda.is_available():  # asking for a GPU that is not there: an error before anything loads
+        assert main([*base, "--out", str(tmp_path / "gpu"), "--device", "cuda"]) == 2
+        _, err = capsys.readouterr()
+        assert "sees no CUDA GPU" in err and not (tmp_path / "gpu").exists()
     assert main([*args, "--lr", "1e-4"]) == 2  # other settings, same folder
     _, err = capsys.readouterr()
     assert "--restart" in err and err.count("\n") == 1

@@ -247,7 +247,7 @@ def distill(config: DistillConfig, *, callbacks: Sequence[Any] = ()) -> DistillR
         rep = reembed(
             client,
             config.collection,
-            embedding_function(student_dir),
+            embedding_function(student_dir, device=training_device(config.device)),  # the GPU re-embeds too
             student_dir,
             swap=config.swap,
             progress=config.progress,
