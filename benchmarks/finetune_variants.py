@@ -43,17 +43,12 @@ from crossrank.training.common import describe_device, training_device
 from crossrank.training.finetune import FinetuneConfig, finetune
 from crossrank.training.runstate import RunDir
 
-RECIPE: dict[str, Any] = {  # training_table.py's finetune run
-    "candidates": 30,
-    "negatives": 3,
-    "groups_per_positive": 3,
-    "loss": "listwise",
-    "epochs": 1.0,
-    "batch_size": 4,
-    "learning_rate": 5e-5,
-    "eval_fraction": 0.05,
-    "evaluations": 3,
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cascade_curve import cascade_order  # sibling scripts: one cascade order, one recipe
+from training_table import FULL
+
+RECIPE: dict[str, Any] = dict(FULL["finetune"])
+"""The recipe of ``training_table.py``'s finetune run (the README's training table)."""
 MINING = ("candidates", "mine_from", "collection", "embedder")
 """Settings that change the mined lists (every train claim's, whatever the split): a variant changing
 one of them mines its own."""
@@ -109,14 +104,8 @@ def ordered(lists: dict[str, list[str]], s: dict[str, np.ndarray]) -> dict[str, 
 
 
 def cascade(lists: dict[str, list[str]], prune: dict[str, np.ndarray], full: dict[str, np.ndarray], k: int) -> Any:
-    """The prune model's top ``k`` reordered by the full model, the rest in prune order."""
-    out = {}
-    for q, p in prune.items():
-        by_prune = sorted(range(len(p)), key=lambda i: (-p[i], i))
-        rank = {i: r for r, i in enumerate(by_prune)}
-        head = sorted(by_prune[:k], key=lambda i: (-full[q][i], rank[i]))
-        out[q] = [lists[q][i] for i in head + by_prune[k:]]
-    return out
+    """The prune model's top ``k`` reordered by the full model, the rest in prune order (as ``Cascade``)."""
+    return {q: [lists[q][i] for i in cascade_order(p, full[q], k)] for q, p in prune.items()}
 
 
 def seed_candidates(config: FinetuneConfig, source: Path | None) -> bool:
