@@ -117,6 +117,9 @@ def test_pseudo_queries_are_spans_of_their_documents_and_seeded() -> None:
     assert all(docs[next(iter(q.positives))][0].startswith(q.text) for q in only)
     with pytest.raises(InvalidArgumentError, match="choose from"):
         pseudo_queries(docs, 5, kinds=["summary"])
+    no_titles = {d: (text, {}) for d, (text, _) in docs.items()}  # e.g. a BEIR collection: the title is in the text
+    with pytest.raises(DatasetError, match="no pseudo-query of kind title.*'title' metadata field"):
+        pseudo_queries(no_titles, 5, kinds=["title"])
 
 
 def test_held_out_split_is_seeded_and_per_origin() -> None:

@@ -144,6 +144,12 @@ def pseudo_queries(
                 out.append(TrainQuery(f"pseudo-{len(out)}", span, {doc_id: 1}, f"pseudo:{kind}"))
                 turn += 1
                 break
+    if n > 0 and not out:
+        raise DatasetError(
+            f"no pseudo-query of kind {', '.join(kinds)} could be cut from {len(docs)} documents: 'title' needs a "
+            "'title' metadata field of 3+ words, 'sentence' / 'first-sentence' a sentence of "
+            f"{_MIN_WORDS}+ words; choose other kinds or pass --queries"
+        )
     return out
 
 
