@@ -185,6 +185,8 @@ def test_stage_validation_and_names() -> None:
     c = Cascade([ce(), (ce(), 5), (ce(), 2, "final")])
     assert [s.name for s in c.stages] == ["cross-encoder", "cross-encoder#2", "final"]
     assert "Cascade([" in repr(c)
+    with pytest.raises(TypeError, match="Cascade.rerank.*'top_k'; did you mean 'top_n'"):
+        c.rerank("q", ["a", "b"], top_k=1)  # type: ignore[call-arg]
 
 
 # --------------------------------------------------------------------------- the adapters' llm=

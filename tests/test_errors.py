@@ -125,6 +125,18 @@ def test_torch_backend_honours_quantize(tiny_model: Path) -> None:
     assert a != b and max(abs(x - y) for x, y in zip(a, b, strict=True)) < 0.1 * (max(a) - min(a) + 1e-6)
 
 
+async def test_unknown_option_names_the_one_meant(tiny: Reranker) -> None:
+    """sentence-transformers' rank() says top_k: crossrank's rerank() says top_n and tells you so."""
+    from crossrank import UnknownOptionError
+
+    with pytest.raises(UnknownOptionError, match=r"rerank\(\) got .* 'top_k'; did you mean 'top_n'\? it takes"):
+        tiny.rerank("q", ["a", "b"], top_k=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="arerank.*'normalise'; did you mean 'normalize'"):
+        await tiny.arerank("q", ["a"], normalise="sigmoid")  # type: ignore[call-arg]
+    with pytest.raises(CrossrankError, match="'colour'; it takes dedupe"):  # nothing close: the list alone
+        tiny.rerank("q", ["a"], colour=1)  # type: ignore[call-arg]
+
+
 def test_errors_are_one_family() -> None:
     for name in crossrank.__all__:
         obj = getattr(crossrank, name)

@@ -22,6 +22,7 @@ from crossrank.errors import (
     InvalidQueryTypeError,
     ModelLoadError,
     ModelNotFoundError,
+    UnknownOptionError,
     UnsupportedModelError,
     VectorStoreError,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "Scorer",
     "ScorerInfo",
     "StageScore",
+    "UnknownOptionError",
     "UnsupportedModelError",
     "VectorStoreError",
     "__version__",

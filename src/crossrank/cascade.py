@@ -28,7 +28,7 @@ from typing import Any
 from typing_extensions import TypedDict, Unpack
 
 from crossrank.errors import InvalidArgumentError
-from crossrank.inputs import check_query, check_top_n, to_candidates
+from crossrank.inputs import check_options, check_query, check_top_n, to_candidates
 from crossrank.reranker import CallOptions, Reranker
 from crossrank.results import Candidate, Filtered, Ranked, RankedResults, RerankStats, StageScore
 
@@ -204,9 +204,7 @@ class Cascade:
     # ------------------------------------------------------------------ internals
     def _begin(self, query: object, candidates: Iterable[object], options: CascadeOptions) -> _Flow:
         t0 = time.perf_counter()
-        unknown = sorted(set(options) - CascadeOptions.__optional_keys__)
-        if unknown:  # what Python says of an unknown keyword argument
-            raise TypeError(f"Cascade.rerank() got an unexpected keyword argument {unknown[0]!r}")
+        check_options(options, CascadeOptions.__optional_keys__, "Cascade.rerank")
         q = check_query(query)
         check_top_n(options.get("top_n"))
         cands = to_candidates(candidates)

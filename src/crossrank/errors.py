@@ -32,6 +32,10 @@ class InvalidArgumentError(CrossrankError, ValueError):
     """An option is out of range or unknown (``top_n``, ``threshold``, ``normalize`` ...)."""
 
 
+class UnknownOptionError(InvalidArgumentError, TypeError):
+    """A keyword option the call does not take (a ``TypeError``, as Python's own, with a suggestion)."""
+
+
 class ModelNotFoundError(CrossrankError, ValueError):
     """The model could not be located locally or on the Hub."""
 

@@ -16,6 +16,7 @@ from crossrank.errors import (
     InvalidDocumentTypeError,
     InvalidQueryError,
     InvalidQueryTypeError,
+    UnknownOptionError,
 )
 from crossrank.results import Candidate, clean_float
 
@@ -88,6 +89,20 @@ def to_candidates(docs: Iterable[object]) -> list[Candidate]:
     if docs is None:
         raise InvalidDocumentTypeError("documents is None: pass a list (an empty list gives empty results)")
     return [to_candidate(i, d) for i, d in enumerate(docs)]
+
+
+def check_options(options: Mapping[str, object], allowed: Iterable[str], where: str) -> None:
+    """Refuse option names ``where`` does not take, naming the closest one (``top_k`` -> ``top_n``)."""
+    import difflib
+
+    known = sorted(allowed)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UnknownOptionError(
+            f"{where}() got an unexpected keyword argument {unknown[0]!r}; {hint}it takes {', '.join(known)}"
+        )
 
 
 def check_choice(name: str, value: object, choices: Sequence[str]) -> str:

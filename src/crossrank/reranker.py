@@ -25,6 +25,7 @@ from crossrank.inputs import (
     LONG_DOC_CHOICES,
     NORMALIZE_CHOICES,
     check_choice,
+    check_options,
     check_positive_int,
     check_query,
     check_threshold,
@@ -240,8 +241,10 @@ class Reranker:
 
         Raises:
             InvalidQueryError / InvalidDocumentError (and their ``TypeError`` variants): bad input.
-            InvalidArgumentError: a bad option value; ``TypeError``: an unknown option name.
+            InvalidArgumentError: a bad option value; UnknownOptionError (also a ``TypeError``): an
+            unknown option name, with the closest known one.
         """
+        check_options(options, CallOptions.__optional_keys__, "rerank")
         call = self._begin(query, candidates, **options)
         scored = self.scorer.score(call.query, call.miss_texts, call.settings) if call.miss_slots else None
         return self._finish(call, scored)
@@ -249,6 +252,7 @@ class Reranker:
     async def arerank(self, query: str, candidates: Iterable[object], **options: Unpack[CallOptions]) -> RankedResults:
         """Async :meth:`rerank`: never blocks the event loop; concurrent calls share forward passes."""
         # Validation, text grouping and cache hashing of a long list run off the loop too.
+        check_options(options, CallOptions.__optional_keys__, "arerank")
         call = await asyncio.to_thread(self._begin, query, candidates, **options)
         scored = await self.scorer.ascore(call.query, call.miss_texts, call.settings) if call.miss_slots else None
         return self._finish(call, scored)
