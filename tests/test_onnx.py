@@ -63,8 +63,8 @@ def test_openvino_fp32_matches_torch_tiny(tiny_model: Path) -> None:
     rr = Reranker(tiny_model, backend="openvino", quantize="fp32")
     assert rr.score("python snake", DOCS) == pytest.approx(torch_scores, abs=1e-4)
     assert rr.backend_name == "openvino-fp32"
-    with pytest.raises(ValueError, match="quantize='bf16' is for backend='openvino'"):
-        Reranker(tiny_model, backend="onnx", quantize="bf16").warmup()
+    with pytest.raises(ValueError, match="quantize='bf16' is not available on backend='onnx'.*'openvino'"):
+        Reranker(tiny_model, backend="onnx", quantize="bf16")  # refused at construction, before any load
 
 
 def test_openvino_int8_cached_and_rebuilt(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -146,6 +146,13 @@ def check_backend_choice(backend: object, quantize: object) -> None:
         raise InvalidArgumentError(
             f"quantize={quantize!r} is not supported; choose one of {', '.join(QUANTIZE_CHOICES)}"
         )
+    spec = BACKENDS.get(str(backend))
+    if spec is not None and quantize != "auto" and quantize not in spec.precisions:
+        elsewhere = [name for name, s in BACKENDS.items() if quantize in s.precisions]
+        raise InvalidArgumentError(
+            f"quantize={quantize!r} is not available on backend={backend!r} (it runs {', '.join(spec.precisions)}); "
+            f"{quantize} runs on {' or '.join(repr(n) for n in elsewhere)}"
+        )
 
 
 def resolve_backend(backend: str, device: str | None) -> str:
