@@ -147,8 +147,8 @@ def _median_ms(fn: Any, repeats: int) -> float:
     return statistics.median(times)
 
 
-def speed(model: str, dataset: str, repeats: int) -> dict[str, Any]:
-    """ms per call for each workload and method, on the GPU."""
+def speed(model: str, dataset: str, repeats: int, batch_sizes: list[int]) -> dict[str, Any]:
+    """ms per call for each workload and method, on the GPU (crossrank also at each of ``batch_sizes``)."""
     import torch
     from sentence_transformers import CrossEncoder
 
@@ -159,8 +159,15 @@ def speed(model: str, dataset: str, repeats: int) -> dict[str, Any]:
     methods["sentence-transformers fp32"] = lambda d: st32.predict([(QUERY, x) for x in d], show_progress_bar=False)
     st16 = CrossEncoder(model, device=DEVICE, model_kwargs={"dtype": torch.float16})
     methods["sentence-transformers fp16"] = lambda d: st16.predict([(QUERY, x) for x in d], show_progress_bar=False)
-    rr = Reranker(model)
-    methods[f"crossrank auto ({rr.backend_name})"] = lambda d: rr.score(QUERY, d)
+    rr = Reranker(model).warmup()
+    methods[f"crossrank auto ({rr.backend_name}, batch {rr.batch_size})"] = lambda d: rr.score(QUERY, d)
+    for bs in batch_sizes:  # what the default batch on CUDA should be: measured, not guessed
+        other = Reranker(model, batch_size=bs)
+        methods[f"crossrank batch {bs}"] = lambda d, o=other: o.score(QUERY, d)
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(Path(model) / "tokenizer.json"))
+    methods["tokenization alone (host)"] = lambda d: tok.encode_batch([(QUERY, x) for x in d])
     out: dict[str, Any] = {}
     for n in (100, 20, 1000):
         batch = docs[:n]
@@ -233,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lists", default=None, help="first-stage lists of the test claims (finetune_variants.py lists)")
     ap.add_argument("--queries", type=int, default=0, help="fidelity on the first N test claims (0: all)")
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--batch-sizes", default="64,128,256", help="crossrank's speed also at these batch sizes")
     ap.add_argument("--parts", default="families,fidelity,speed,concurrency")
     ap.add_argument("--json", default=None)
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help=argparse.SUPPRESS)
@@ -254,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     steps = {
         "families": lambda: families(Path(tempfile.mkdtemp(prefix="gpu-check-"))),
         "fidelity": lambda: fidelity(args.model, args.dataset, args.lists, args.queries),
-        "speed": lambda: speed(args.model, args.dataset, args.repeats),
+        "speed": lambda: speed(
+            args.model, args.dataset, args.repeats, [int(b) for b in args.batch_sizes.split(",") if b]
+        ),
         "concurrency": lambda: concurrency(args.model, args.dataset),
     }
     for name in parts:
