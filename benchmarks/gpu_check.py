@@ -12,8 +12,9 @@ What it checks, on the first visible GPU (``backend="auto"`` must choose torch t
    ``benchmarks/finetune_variants.py lists``, else BM25 here): nDCG@10 of ``auto`` (fp16) and of
    fp32 on the GPU, and their mean top-10 overlap.
 3. **speed**: ``crossrank bench``'s workloads (100 and 20 candidates × 200 tokens, a 1,000-pair
-   batch): sentence-transformers ``CrossEncoder.predict`` on the GPU (fp32, then fp16) and
-   crossrank ``auto``, medians of ``--repeats`` after a warm-up.
+   batch): sentence-transformers ``CrossEncoder.predict`` on the GPU (fp32, then fp16), crossrank
+   ``auto`` at its default batch and at each of ``--batch-sizes``, and the host's tokenization
+   alone (what no GPU speeds up), medians of ``--repeats`` after a warm-up.
 4. **concurrency**: 8 threads and 8 asyncio tasks reranking at once on one ``Reranker`` give the
    orders a lone caller gets.
 
