@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from crossrank.backends.model_inputs import select_inputs
-from crossrank.errors import BackendUnavailableError, InvalidArgumentError, ModelLoadError
+from crossrank.errors import BackendUnavailableError, ModelLoadError
 from crossrank.model_files import ModelInfo
 
 
@@ -32,8 +32,8 @@ def cuda_available() -> bool:
 class TorchBackend:
     """Runs ``*ForSequenceClassification`` in torch (fp32 on CPU, fp16 on CUDA unless told otherwise).
 
-    ``quantize``: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32`` or ``bf16``; ``int8`` is the CPU
-    backends' (ONNX Runtime, OpenVINO) and an error here, never a silent fp32 run.
+    ``quantize``: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32`` or ``bf16`` (the backend table's
+    precisions, checked when a ``Reranker`` is built: ``int8`` is refused there, never run as fp32).
 
     The model gets the inputs sentence-transformers would give it (the tokenizer's
     ``model_input_names`` that its forward takes), so a RoBERTa / XLM-RoBERTa model never sees type
@@ -50,11 +50,6 @@ class TorchBackend:
         trust_remote_code: bool = False,
         max_length: int | None = None,
     ) -> None:
-        if quantize == "int8":
-            raise InvalidArgumentError(
-                "quantize='int8' is not available on backend='torch': use backend='openvino' or 'onnx' for int8 "
-                "on CPU, or quantize='fp32' / 'bf16' (fp16 is what 'auto' runs on CUDA)"
-            )
         try:
             import torch
             from sentence_transformers import CrossEncoder
