@@ -8,6 +8,7 @@ must load and score on every backend.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 from pathlib import Path
@@ -303,12 +304,21 @@ def test_max_length_is_chosen_from_the_data(tiny_model: Path) -> None:
     from crossrank.training.finetune import choose_max_length
 
     tok = AutoTokenizer.from_pretrained(str(tiny_model))
-    short = [("aspirin", "aspirin heart")] * 50
-    assert choose_max_length(tok, short, cap=256, limit=512) == 64  # floor
-    long = [("aspirin", "the heart " * 100)] * 50
-    assert choose_max_length(tok, long, cap=256, limit=512) == 224  # 203 tokens -> rounded up to 32
-    assert choose_max_length(tok, long, cap=128, limit=512) == 128
-    assert choose_max_length(tok, long, cap=256, limit=96) == 96
+    warned: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: warned.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("transformers").addHandler(handler)  # transformers' loggers don't propagate
+    try:
+        short = [("aspirin", "aspirin heart")] * 50
+        assert choose_max_length(tok, short, cap=256, limit=512) == 64  # floor
+        long = [("aspirin", "the heart " * 100)] * 50
+        assert choose_max_length(tok, long, cap=256, limit=512) == 224  # 203 tokens -> rounded up to 32
+        assert choose_max_length(tok, long, cap=128, limit=512) == 128
+        assert choose_max_length(tok, long, cap=256, limit=96) == 96
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    # measuring lengths past the model's (128 here) must not print the tokenizer's "indexing errors" warning
+    assert not [m for m in warned if "Token indices sequence length" in m]
 
 
 def test_finetune_config_checks() -> None:

@@ -229,7 +229,9 @@ def choose_max_length(tokenizer: Any, pairs: Sequence[tuple[str, str]], *, cap: 
     sample = list(pairs)
     if len(sample) > 2000:
         sample = random.Random(0).sample(sample, 2000)
-    enc = tokenizer([q for q, _ in sample], [d for _, d in sample], truncation=False)
+    # Untruncated on purpose (we measure); verbose=False keeps the tokenizer from warning that these
+    # lengths exceed the model's, which they may: the cap below handles it.
+    enc = tokenizer([q for q, _ in sample], [d for _, d in sample], truncation=False, verbose=False)
     lengths = [len(ids) for ids in enc["input_ids"]] or [64]
     want = 32 * math.ceil(float(np.percentile(lengths, LENGTH_PERCENTILE)) / 32)
     return int(max(64, min(want, cap, limit)))
