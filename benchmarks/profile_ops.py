@@ -1,13 +1,21 @@
 """Where the time goes: OpenVINO per-op profile of the headline workload, plus the roofline figure.
 
     python benchmarks/profile_ops.py --model ../shared/models/crossrank-minilm-l6-scifact \
-        --dataset ../shared/data/beir-scifact [--quantize int8|bf16|fp32] [--ghz 2.6]
+        --dataset ../shared/data/beir-scifact [--quantize int8|bf16|fp32] [--ghz 2.6] \
+        [--graph eager|sdpa] [--attention-int8] [--pad-multiple 32] [--config KEY=VALUE]
 
 Runs 100 candidates × 200 tokens through the OpenVINO backend with PERF_COUNT on, sums the
 per-node times by (op type, kernel), and compares the wall time with the int8 roofline: the work is
 2 × (weight parameters) × tokens for the weight matmuls plus 4 × L² × hidden per layer and sequence
 for attention; the CPU does 128 int8 ops (AVX-512 VNNI, one 512-bit VPDPBUSD per cycle) and 64 bf16
 flops (VDPBF16PS) per core and cycle.
+
+The alternatives to crossrank's own graph are there to test where attention could go faster:
+``--graph sdpa`` converts the model through OpenVINO's PyTorch frontend (attention becomes its
+``ScaledDotProductAttention`` op instead of the eager export's MatMul/Softmax/MatMul), quantized by
+the same NNCF recipe for int8; ``--attention-int8`` quantizes the attention matmuls too (crossrank
+leaves them bf16); ``--pad-multiple N`` pads each batch's length up to a multiple of N (attention
+kernels can prefer aligned lengths).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +42,9 @@ def main() -> int:
     ap.add_argument(
         "--config", action="append", default=[], metavar="KEY=VALUE", help="extra OpenVINO compile property"
     )
+    ap.add_argument("--graph", choices=["eager", "sdpa"], default="eager", help="eager: crossrank's own export")
+    ap.add_argument("--attention-int8", action="store_true", help="int8: quantize the attention matmuls too")
+    ap.add_argument("--pad-multiple", type=int, default=1, help="pad each batch's length to a multiple of N")
     args = ap.parse_args()
 
     import openvino as ov
@@ -57,10 +69,15 @@ def main() -> int:
         pad_batch([enc.ids[i] for i in chunk], [enc.types[i] for i in chunk], pad_id=engine.pad_id)
         for chunk in (order[s : s + bs] for s in range(0, len(order), bs))
     ]
+    batches = [pad_length(b, args.pad_multiple, engine.pad_id) for b in batches]
     cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": default_threads(), "PERF_COUNT": True}
     cfg["INFERENCE_PRECISION_HINT"] = "f32" if backend.name.endswith("fp32") else "bf16"
     cfg.update(dict(item.split("=", 1) for item in args.config))
-    compiled = ov.Core().compile_model(str(backend.path), "CPU", cfg)  # type: ignore[attr-defined]
+    graph = model_graph(args, rr, batches[0])
+    label = backend.name + (
+        "" if graph is None else f" ({args.graph} graph{', int8 attention' if args.attention_int8 else ''})"
+    )
+    compiled = ov.Core().compile_model(graph or str(backend.path), "CPU", cfg)  # type: ignore[attr-defined]
     req = compiled.create_infer_request()
     names = {n for p in compiled.inputs for n in p.get_names()}
 
@@ -94,7 +111,10 @@ def main() -> int:
     roof = matmul_ops / int8_peak + attn_ops / bf16_peak
 
     total = sum(ops.values())
-    print(f"{backend.name}: 100 candidates × 200 tokens, {n_tokens} tokens, batch {bs}")
+    shape = f"length {batches[0]['input_ids'].shape[1]}" + (
+        f" (padded to ×{args.pad_multiple})" if args.pad_multiple > 1 else ""
+    )
+    print(f"{label}: 100 candidates × 200 tokens, {n_tokens} tokens, batch {bs}, {shape}")
     print(f"work: weight matmuls {matmul_ops / 1e9:.0f} GOP (int8) + attention {attn_ops / 1e9:.0f} GFLOP (bf16)")
     print(
         f"roofline at {args.ghz} GHz × {cores} cores: {roof * 1000:.0f} ms · measured {wall * 1000:.0f} ms "
@@ -107,6 +127,59 @@ def main() -> int:
     for name, sec in groups.most_common(12):
         print(f"| {name} | {sec * 1000:.0f} | {sec / total:.0%} |")
     return 0
+
+
+def pad_length(batch: dict[str, np.ndarray], multiple: int, pad_id: int) -> dict[str, np.ndarray]:
+    """``batch`` with its length padded up to a multiple of ``multiple`` (pad tokens, mask 0)."""
+    n, length = batch["input_ids"].shape
+    extra = -length % multiple
+    if not extra:
+        return batch
+    return {
+        k: np.concatenate([v, np.full((n, extra), pad_id if k == "input_ids" else 0, dtype=v.dtype)], axis=1)
+        for k, v in batch.items()
+    }
+
+
+def model_graph(args: argparse.Namespace, rr: Any, example: dict[str, np.ndarray]) -> Any | None:
+    """The OpenVINO model to profile when it is not crossrank's own cached file (None: the cached file)."""
+    if args.graph == "eager" and not args.attention_int8:
+        return None
+    import openvino as ov
+
+    from crossrank.backends.export import ensure_model_file
+
+    if args.graph == "sdpa":
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_pretrained(str(rr.info.path), attn_implementation="sdpa")
+        feed = {
+            k: torch.from_numpy(v) for k, v in example.items() if k in ("input_ids", "attention_mask", "token_type_ids")
+        }
+        with torch.no_grad():
+            graph = ov.convert_model(model.eval(), example_input=feed)
+    else:
+        graph = ov.Core().read_model(str(ensure_model_file(rr.info, "fp32")))
+    if args.quantize != "int8":
+        return graph
+    import nncf
+
+    from crossrank.backends.model_inputs import port_names
+    from crossrank.backends.ov_quantize import _attention_matmuls, calibration_batches
+
+    ignored = None
+    if not args.attention_int8:  # crossrank's recipe: attention matmuls left in bf16
+        ignored = nncf.IgnoredScope(
+            names=_attention_matmuls(graph), types=["ScaledDotProductAttention"], validate=False
+        )
+    return nncf.quantize(
+        graph,
+        nncf.Dataset(calibration_batches(rr.info, port_names(graph.inputs))),
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=10_000,
+        ignored_scope=ignored,
+    )
 
 
 if __name__ == "__main__":

@@ -208,6 +208,35 @@ def test_eval_several_settings_share_one_score_cache(
     assert code == 0 and out.count("| hybrid |") == 1 + 4 and "| bm25 | windows 128 | rrf |" in out
 
 
+@pytest.mark.integration
+def test_eval_rerank_depths_each_timed_cold(
+    capsys: pytest.CaptureFixture[str], mini_beir: Path, tmp_path: Path, shared_model: Path, embedder_path: Path
+) -> None:
+    """``--candidates 5,20``: one retrieval at depth 20, each depth reranks its own top k with an empty cache."""
+    argv = ["eval", str(mini_beir), "--db", str(tmp_path / "db"), "--model", str(shared_model)]
+    argv += ["--embedder", str(embedder_path), "--candidates", "20,5", "--limit", "3", "--first-stage", "dense,bm25"]
+    code, out, _ = run(capsys, *argv, "--json")
+    assert code == 0
+    rep = json.loads(out)
+    assert rep["candidates"] == [5, 20]
+    rows = rep["rows"]
+    assert [(r["first_stage"], r["candidates"]) for r in rows] == [
+        ("dense", 5),
+        ("dense", 20),
+        ("bm25", 5),
+        ("bm25", 20),
+    ]
+    dense5, dense20 = rows[0], rows[1]
+    assert dense5["pairs_scored"] + dense5["cache_hits"] == 3 * 5
+    assert dense20["pairs_scored"] == 3 * 20 and dense20["cache_hits"] == 0, "depth 20 must not reuse depth 5's scores"
+    assert rep["first_stages"]["dense"]["metrics"]["recall@100"] >= dense5["metrics"]["recall@100"]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and "| dense | truncate 256, top 5 | none |" in out and "top-5/20 candidates" in out
+    with pytest.raises(SystemExit) as exc:
+        main([*argv[:-2], "--candidates", "5,0"])
+    assert exc.value.code == 2 and "'0' is not a positive integer" in capsys.readouterr().err
+
+
 def test_eval_rejects_unknown_choices(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     for flag, value in (("--first-stage", "dense,sparse"), ("--fusion", "none,max"), ("--max-length", "0")):
         with pytest.raises(SystemExit) as exc:

@@ -76,17 +76,25 @@ def choice(choices: Sequence[str]) -> Callable[[str], str]:
     return parse
 
 
-def int_or_auto(text: str) -> int | None:
-    """A positive int, or ``auto`` (None: the model's declared maximum)."""
-    if text == "auto":
-        return None
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an int >= 1."""
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer or auto")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
     return value
+
+
+def int_or_auto(text: str) -> int | None:
+    """A positive int, or ``auto`` (None: the model's declared maximum)."""
+    if text == "auto":
+        return None
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer or auto") from None
 
 
 def comma_list(item: Callable[[str], Any], what: str | None = None) -> Callable[[str], list[Any]]:

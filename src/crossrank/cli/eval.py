@@ -1,14 +1,16 @@
 """``crossrank eval``: first stages alone and reranked on a BEIR dataset, as one quality table.
 
 Several first stages (``--first-stage dense,bm25,hybrid``), rerank settings (``--max-length
-256,512``, ``--long-documents truncate,windows``) and fusions (``--fusion none,rrf``) run in one
-go: every combination is a row. ``--collection A,B`` puts several collections' dense and hybrid
+256,512``, ``--long-documents truncate,windows``), fusions (``--fusion none,rrf``) and rerank depths
+(``--candidates 20,30,100``: the reranker sees the first stage's top k, as ``Pipeline(candidates=k)``
+does) run in one go: every combination is a row. ``--collection A,B`` puts several collections' dense and hybrid
 rows side by side (each queried with the embedder it records: before and after ``crossrank
 distill``, say). The candidates come from
 :func:`crossrank.retrieval.first_stage.first_stage`, the code ``Pipeline.retrieve`` runs, so the
 hybrid rows are the pipeline's hybrid. One reranker per ``max_length`` keeps a score cache for the
 whole run: a (query, document) pair scored for one first stage, or for ``fusion=none``, is not
-scored again for another first stage or for ``fusion=rrf``.
+scored again for another first stage or for ``fusion=rrf``. The cache is emptied between depths, so
+each depth's ms/query is what reranking that many candidates costs.
 
 The dense first stage runs in a Chroma collection named after the dataset and the embedder, so the
 corpus is embedded once and reused on later runs.
@@ -47,7 +49,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     common.add_store_args(p)
     common.add_model_args(p, several=True)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N queries")
-    p.add_argument("--candidates", type=int, default=100, help="top-k of each first stage (default 100)")
+    p.add_argument(
+        "--candidates",
+        type=common.comma_list(common.positive_int, "positive integers"),
+        default=[100],
+        help="top-k of each first stage that the reranker sees, comma list (default 100)",
+    )
     p.add_argument(
         "--first-stage",
         type=common.comma_list(common.choice(SOURCES)),
@@ -116,7 +123,7 @@ def run_eval(
     *,
     model: str,
     limit: int | None = None,
-    candidates: int = 100,
+    candidates: int | Sequence[int] = 100,
     first_stage: str | Sequence[str] = "dense",
     fusion: str | Sequence[str] = "none",
     max_length: int | Sequence[int | None] | None = None,
@@ -135,8 +142,9 @@ def run_eval(
     ``dataset`` is a BEIR folder or an already loaded ``BeirDataset`` (whose BM25 index is then
     reused). Comma strings or sequences select several values; ``observe`` is called with every
     rerank result (``benchmarks/quality_table.py`` takes its calibration and per-query runs from
-    it). Returns a JSON-ready report: ``rows`` (one
-    per first stage × setting × fusion, in table order), ``first_stages`` (metrics and latency of
+    it). Several ``candidates`` (rerank depths) retrieve the deepest once and rerank each depth's
+    top k of it. Returns a JSON-ready report: ``rows`` (one
+    per first stage × depth × setting × fusion, in table order), ``first_stages`` (metrics and latency of
     each first stage alone) and the run's settings; a run of exactly one combination also carries
     the keys of a single-setting report (``first_stage``, ``fusion``, ``metrics``,
     ``latency_ms``, ...), as before.
@@ -157,7 +165,12 @@ def run_eval(
         bad = [v for v in values if v not in choices]
         if bad or not values:
             raise InvalidArgumentError(f"{name}={bad or values!r} is not supported; choose from {', '.join(choices)}")
-    check_positive_int("candidates", candidates)
+    depths = sorted(_listed(candidates))
+    if not depths:
+        raise InvalidArgumentError("candidates needs at least one depth")
+    for depth in depths:
+        check_positive_int("candidates", depth)
+    deepest = depths[-1]
 
     ds = dataset if isinstance(dataset, BeirDataset) else load_beir(dataset, split)
     queries = ds.test_queries(limit)
@@ -174,7 +187,7 @@ def run_eval(
     embedders: dict[str, str] = {}
     for n, p in enumerate(pipes or [None]):
         wanted = [s for s in sources if n == 0 or s != "bm25"]
-        got, took_s = first_stage_runs(ds, queries, wanted, candidates=candidates, dense=p)
+        got, took_s = first_stage_runs(ds, queries, wanted, candidates=deepest, dense=p)
         for s in wanted:
             key = f"{s} · {p.collection_name}" if len(pipes) > 1 and s != "bm25" and p is not None else s
             runs[key], seconds[key] = got[s], took_s[s]
@@ -186,20 +199,22 @@ def run_eval(
     pipe = pipes[0] if len(pipes) == 1 else None
 
     # One reranker (and one score cache) per max_length; long_documents and fusion are per call.
-    cache_size = max(1, len(queries) * candidates * len(sources) * len(modes))
+    cache_size = max(1, len(queries) * deepest * len(sources) * len(modes))
     rerankers = {ml: Reranker(model, max_length=ml, cache_size=cache_size, **reranker_kwargs) for ml in lengths}
     rows: list[dict[str, Any]] = []
-    for rr in rerankers.values():
+    for rr, depth in ((rr, d) for rr in rerankers.values() for d in depths):
         rr.warmup()  # load (and export or compile) the model before anything is timed
+        if rr.cache is not None:
+            rr.cache.clear()  # each depth timed cold: another depth's scores would make it look free
         for mode in modes:
             cold: list[float] = []  # rerank seconds per query on this setting's first first stage
             for i, source in enumerate(sources):
                 reranked: dict[str, dict[str, list[str]]] = {f: {} for f in fusions}
                 took: list[float] = []
                 truncated = long = windows = docs = scored = hits = 0
-                desc = f"{source} → {mode} {rr.max_length}"
+                desc = f"{source} → {mode} {rr.max_length}" + (f", top {depth}" if len(depths) > 1 else "")
                 for qid, text in tqdm(queries, unit="query", desc=desc, disable=not progress):
-                    cands = [Candidate(ds.doc_text(d), id=d) for d in runs[source][qid]]
+                    cands = [Candidate(ds.doc_text(d), id=d) for d in runs[source][qid][:depth]]
                     for j, f in enumerate(fusions):
                         t = time.perf_counter()
                         res = rr.rerank(text, cands, long_documents=mode, fusion=f)
@@ -221,6 +236,7 @@ def run_eval(
                     rows.append(
                         {
                             "first_stage": source,
+                            "candidates": depth,
                             "max_length": rr.max_length,
                             "long_documents": mode,
                             "fusion": f,
@@ -241,7 +257,7 @@ def run_eval(
         "dataset": str(ds.path),
         "split": split,
         "queries": len(queries),
-        "candidates": candidates,
+        "candidates": depths[0] if len(depths) == 1 else depths,
         "model": rr0.model_name,
         "backend": rr0.backend_name,
         "embedder": pipe.embedder if pipe is not None else None,
@@ -268,8 +284,10 @@ def run_eval(
 def format_report(r: dict[str, Any]) -> str:
     """The report as a Markdown table (first stage | rerank | fusion | nDCG@10 | R@10 | ms/query) and notes."""
     embedder = f" · embedder {common.embedder_label(r['embedder'])}" if r.get("embedder") else ""
+    depths = r["candidates"] if isinstance(r["candidates"], list) else [r["candidates"]]
     lines = [
-        f"{Path(r['dataset']).name} ({r['split']}): {r['queries']} queries · top-{r['candidates']} candidates · "
+        f"{Path(r['dataset']).name} ({r['split']}): {r['queries']} queries · "
+        f"top-{'/'.join(map(str, depths))} candidates · "
         f"{Path(r['model']).name} ({r['backend']}){embedder}",
         "",
         "| first stage | rerank | fusion | nDCG@10 | R@10 | ms/query |",
@@ -282,8 +300,10 @@ def format_report(r: dict[str, Any]) -> str:
         )
         for row in (x for x in r["rows"] if x["first_stage"] == stage):
             m = row["metrics"]
+            depth = f", top {row['candidates']}" if len(depths) > 1 else ""
             lines.append(
-                f"| {stage} | {row['long_documents']} {row['max_length']} | {row['fusion']} | {m['ndcg@10']:.4f} | "
+                f"| {stage} | {row['long_documents']} {row['max_length']}{depth} | {row['fusion']} | "
+                f"{m['ndcg@10']:.4f} | "
                 f"{m['recall@10']:.3f} | {row['rerank_ms']['p50']:.0f} |"
             )
     if not r.get("embedder") and len(set(r.get("embedders", {}).values())) > 1:
@@ -291,24 +311,26 @@ def format_report(r: dict[str, Any]) -> str:
     lines += [
         "",
         "ms/query: the first stage's p50 on its own rows; on reranked rows the rerank p50 of that setting, "
-        "timed on the first first stage (nothing cached yet; later first stages and rrf reuse cached scores).",
+        "timed on the first first stage (nothing cached yet; later first stages and rrf reuse cached scores)"
+        + ("; top k: the reranker saw the first stage's top k, the rest dropped." if len(depths) > 1 else "."),
         "latency per query (p50 / p95): "
         + " · ".join(
             f"{s} {_ms(f['latency_ms']['p50'])} / {_ms(f['latency_ms']['p95'])} ms"
             for s, f in r["first_stages"].items()
         ),
     ]
-    seen: set[tuple[Any, str]] = set()
+    seen: set[tuple[Any, ...]] = set()
     for row in r["rows"]:
-        key = (row["max_length"], row["long_documents"])
+        key = (row["max_length"], row["long_documents"], row.get("candidates"))
         if key in seen:
             continue
         seen.add(key)
         what = (
             f"{row['windows_per_doc']:.2f} windows per candidate" if row["long_documents"] == "windows" else "truncated"
         )
+        depth = f", top {row['candidates']}" if len(depths) > 1 else ""
         lines.append(
-            f"rerank {row['long_documents']} {row['max_length']}: p50 {row['rerank_ms']['p50']:.0f} / "
+            f"rerank {row['long_documents']} {row['max_length']}{depth}: p50 {row['rerank_ms']['p50']:.0f} / "
             f"p95 {row['rerank_ms']['p95']:.0f} ms · candidates longer than max_length: "
             f"{100 * row['long_fraction']:.0f}% ({what})"
         )
