@@ -212,7 +212,8 @@ def test_eval_several_settings_share_one_score_cache(
 def test_eval_rerank_depths_each_timed_cold(
     capsys: pytest.CaptureFixture[str], mini_beir: Path, tmp_path: Path, shared_model: Path, embedder_path: Path
 ) -> None:
-    """``--candidates 5,20``: one retrieval at depth 20, each depth reranks its own top k with an empty cache."""
+    """``--candidates 5,20``: each depth retrieved as a pipeline with that many candidates would, and
+    reranked with an empty score cache."""
     argv = ["eval", str(mini_beir), "--db", str(tmp_path / "db"), "--model", str(shared_model)]
     argv += ["--embedder", str(embedder_path), "--candidates", "20,5", "--limit", "3", "--first-stage", "dense,bm25"]
     code, out, _ = run(capsys, *argv, "--json")

@@ -2,8 +2,8 @@
 
 Several first stages (``--first-stage dense,bm25,hybrid``), rerank settings (``--max-length
 256,512``, ``--long-documents truncate,windows``), fusions (``--fusion none,rrf``) and rerank depths
-(``--candidates 20,30,100``: the reranker sees the first stage's top k, as ``Pipeline(candidates=k)``
-does) run in one go: every combination is a row. ``--collection A,B`` puts several collections' dense and hybrid
+(``--candidates 20,30,100``: the first stage's top k, retrieved as ``Pipeline(candidates=k)``
+retrieves it) run in one go: every combination is a row. ``--collection A,B`` puts several collections' dense and hybrid
 rows side by side (each queried with the embedder it records: before and after ``crossrank
 distill``, say). The candidates come from
 :func:`crossrank.retrieval.first_stage.first_stage`, the code ``Pipeline.retrieve`` runs, so the
@@ -142,8 +142,8 @@ def run_eval(
     ``dataset`` is a BEIR folder or an already loaded ``BeirDataset`` (whose BM25 index is then
     reused). Comma strings or sequences select several values; ``observe`` is called with every
     rerank result (``benchmarks/quality_table.py`` takes its calibration and per-query runs from
-    it). Several ``candidates`` (rerank depths) retrieve the deepest once and rerank each depth's
-    top k of it. Returns a JSON-ready report: ``rows`` (one
+    it). Several ``candidates`` (rerank depths) retrieve and rerank at each depth, as a pipeline
+    with that ``candidates`` would. Returns a JSON-ready report: ``rows`` (one
     per first stage × depth × setting × fusion, in table order), ``first_stages`` (metrics and latency of
     each first stage alone) and the run's settings; a run of exactly one combination also carries
     the keys of a single-setting report (``first_stage``, ``fusion``, ``metrics``,
@@ -182,17 +182,22 @@ def run_eval(
             pipes.append(
                 dense_pipeline(ds, embedder=embedder, db=db, chroma_url=chroma_url, collection=coll, progress=progress)
             )
-    runs: dict[str, dict[str, list[str]]] = {}
+    # runs_at[depth][source][qid]: each depth's own lists, as a pipeline with candidates=depth retrieves
+    # them (a hybrid top 30 fuses two top-30 lists: not the first 30 of a fused top 100).
+    runs_at: dict[int, dict[str, dict[str, list[str]]]] = {d: {} for d in depths}
     seconds: dict[str, list[float]] = {}
     embedders: dict[str, str] = {}
     for n, p in enumerate(pipes or [None]):
         wanted = [s for s in sources if n == 0 or s != "bm25"]
-        got, took_s = first_stage_runs(ds, queries, wanted, candidates=deepest, dense=p)
-        for s in wanted:
-            key = f"{s} · {p.collection_name}" if len(pipes) > 1 and s != "bm25" and p is not None else s
-            runs[key], seconds[key] = got[s], took_s[s]
-            if p is not None and s != "bm25":
-                embedders[key] = p.embedder
+        for depth in reversed(depths):
+            got, took_s = first_stage_runs(ds, queries, wanted, candidates=depth, dense=p)
+            for s in wanted:
+                key = f"{s} · {p.collection_name}" if len(pipes) > 1 and s != "bm25" and p is not None else s
+                runs_at[depth][key] = got[s]
+                seconds.setdefault(key, took_s[s])  # the deepest retrieval's latency
+                if p is not None and s != "bm25":
+                    embedders[key] = p.embedder
+    runs = runs_at[deepest]
     base_order = {s: i for i, s in enumerate(sources)}
     sources = sorted(runs, key=lambda k: base_order[k.split(" · ")[0]])  # stable: collections keep their order
     first = {s: {"metrics": evaluate(runs[s], ds.qrels), "latency_ms": _lat(seconds[s])} for s in sources}
@@ -214,7 +219,7 @@ def run_eval(
                 truncated = long = windows = docs = scored = hits = 0
                 desc = f"{source} → {mode} {rr.max_length}" + (f", top {depth}" if len(depths) > 1 else "")
                 for qid, text in tqdm(queries, unit="query", desc=desc, disable=not progress):
-                    cands = [Candidate(ds.doc_text(d), id=d) for d in runs[source][qid][:depth]]
+                    cands = [Candidate(ds.doc_text(d), id=d) for d in runs_at[depth][source][qid]]
                     for j, f in enumerate(fusions):
                         t = time.perf_counter()
                         res = rr.rerank(text, cands, long_documents=mode, fusion=f)
@@ -312,7 +317,11 @@ def format_report(r: dict[str, Any]) -> str:
         "",
         "ms/query: the first stage's p50 on its own rows; on reranked rows the rerank p50 of that setting, "
         "timed on the first first stage (nothing cached yet; later first stages and rrf reuse cached scores)"
-        + ("; top k: the reranker saw the first stage's top k, the rest dropped." if len(depths) > 1 else "."),
+        + (
+            "; top k: the reranker saw the first stage's top k (a pipeline with candidates=k)."
+            if len(depths) > 1
+            else "."
+        ),
         "latency per query (p50 / p95): "
         + " · ".join(
             f"{s} {_ms(f['latency_ms']['p50'])} / {_ms(f['latency_ms']['p95'])} ms"
