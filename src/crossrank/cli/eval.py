@@ -3,8 +3,8 @@
 Several first stages (``--first-stage dense,bm25,hybrid``), rerank settings (``--max-length
 256,512``, ``--long-documents truncate,windows``), fusions (``--fusion none,rrf``) and rerank depths
 (``--candidates 20,30,100``: the first stage's top k, retrieved as ``Pipeline(candidates=k)``
-retrieves it) run in one go: every combination is a row. ``--collection A,B`` puts several collections' dense and hybrid
-rows side by side (each queried with the embedder it records: before and after ``crossrank
+retrieves it) run in one go: every combination is a row. ``--collection A,B`` puts several
+collections' dense and hybrid rows side by side (each queried with the embedder it records: before and after ``crossrank
 distill``, say). The candidates come from
 :func:`crossrank.retrieval.first_stage.first_stage`, the code ``Pipeline.retrieve`` runs, so the
 hybrid rows are the pipeline's hybrid. One reranker per ``max_length`` keeps a score cache for the
