@@ -52,6 +52,7 @@ def main() -> int:
     from crossrank import Reranker
     from crossrank.backends import default_threads
     from crossrank.cli.bench import passages
+    from crossrank.cpuinfo import describe, effective_flags
     from crossrank.scoring.pairs import pad_batch
 
     docs = passages(args.model, Path(args.dataset) / "corpus.jsonl", 200, 100)
@@ -116,10 +117,14 @@ def main() -> int:
     )
     print(f"{label}: 100 candidates × 200 tokens, {n_tokens} tokens, batch {bs}, {shape}")
     print(f"work: weight matmuls {matmul_ops / 1e9:.0f} GOP (int8) + attention {attn_ops / 1e9:.0f} GFLOP (bf16)")
+    print(describe())
     print(
         f"roofline at {args.ghz} GHz × {cores} cores: {roof * 1000:.0f} ms · measured {wall * 1000:.0f} ms "
-        f"(median of {args.repeats}) → {roof / wall:.0%} of roofline\n"
+        f"(median of {args.repeats}) → {roof / wall:.0%} of roofline"
     )
+    if "amx_int8" in effective_flags():
+        print("(VNNI rates; AMX tiles do more: `crossrank bench --roofline` measures this CPU's floor)")
+    print()
     print("| op (kernel) | ms | share |\n|---|---:|---:|")
     groups: collections.Counter[str] = collections.Counter()
     for (node, kernel), sec in ops.items():
