@@ -46,6 +46,8 @@ def main() -> int:
     ap.add_argument("--attention-int8", action="store_true", help="int8: quantize the attention matmuls too")
     ap.add_argument("--pad-multiple", type=int, default=1, help="pad each batch's length to a multiple of N")
     args = ap.parse_args()
+    if args.pad_multiple < 1:
+        ap.error("--pad-multiple must be >= 1")
 
     import openvino as ov
 
