@@ -4,8 +4,8 @@ Several first stages (``--first-stage dense,bm25,hybrid``), rerank settings (``-
 256,512``, ``--long-documents truncate,windows``), fusions (``--fusion none,rrf``) and rerank depths
 (``--candidates 20,30,100``: the first stage's top k, retrieved as ``Pipeline(candidates=k)``
 retrieves it) run in one go: every combination is a row. ``--collection A,B`` puts several
-collections' dense and hybrid rows side by side (each queried with the embedder it records: before and after ``crossrank
-distill``, say). The candidates come from
+collections' dense and hybrid rows side by side (each queried with the embedder it records:
+before and after ``crossrank distill``, say). The candidates come from
 :func:`crossrank.retrieval.first_stage.first_stage`, the code ``Pipeline.retrieve`` runs, so the
 hybrid rows are the pipeline's hybrid. One reranker per ``max_length`` keeps a score cache for the
 whole run: a (query, document) pair scored for one first stage, or for ``fusion=none``, is not
@@ -290,6 +290,11 @@ def format_report(r: dict[str, Any]) -> str:
     """The report as a Markdown table (first stage | rerank | fusion | nDCG@10 | R@10 | ms/query) and notes."""
     embedder = f" · embedder {common.embedder_label(r['embedder'])}" if r.get("embedder") else ""
     depths = r["candidates"] if isinstance(r["candidates"], list) else [r["candidates"]]
+
+    def top(row: dict[str, Any]) -> str:
+        """The row's depth for its labels, when the run has several."""
+        return f", top {row['candidates']}" if len(depths) > 1 else ""
+
     lines = [
         f"{Path(r['dataset']).name} ({r['split']}): {r['queries']} queries · "
         f"top-{'/'.join(map(str, depths))} candidates · "
@@ -305,9 +310,8 @@ def format_report(r: dict[str, Any]) -> str:
         )
         for row in (x for x in r["rows"] if x["first_stage"] == stage):
             m = row["metrics"]
-            depth = f", top {row['candidates']}" if len(depths) > 1 else ""
             lines.append(
-                f"| {stage} | {row['long_documents']} {row['max_length']}{depth} | {row['fusion']} | "
+                f"| {stage} | {row['long_documents']} {row['max_length']}{top(row)} | {row['fusion']} | "
                 f"{m['ndcg@10']:.4f} | "
                 f"{m['recall@10']:.3f} | {row['rerank_ms']['p50']:.0f} |"
             )
@@ -337,9 +341,8 @@ def format_report(r: dict[str, Any]) -> str:
         what = (
             f"{row['windows_per_doc']:.2f} windows per candidate" if row["long_documents"] == "windows" else "truncated"
         )
-        depth = f", top {row['candidates']}" if len(depths) > 1 else ""
         lines.append(
-            f"rerank {row['long_documents']} {row['max_length']}{depth}: p50 {row['rerank_ms']['p50']:.0f} / "
+            f"rerank {row['long_documents']} {row['max_length']}{top(row)}: p50 {row['rerank_ms']['p50']:.0f} / "
             f"p95 {row['rerank_ms']['p95']:.0f} ms · candidates longer than max_length: "
             f"{100 * row['long_fraction']:.0f}% ({what})"
         )
