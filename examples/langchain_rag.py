@@ -23,11 +23,8 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnablePassthrough
 from langchain_huggingface import HuggingFaceEmbeddings
 
-from crossrank import Reranker
-from crossrank.demo_data import corpus_path
-from crossrank.jsonl import read_jsonl
-from crossrank.model_files import default_model
-from crossrank.retrieval.embeddings import resolve_embedder
+from crossrank import Reranker, default_model, demo_corpus
+from crossrank.retrieval import resolve_embedder
 from langchain_crossrank import CrossRankCompressor
 
 
@@ -41,7 +38,7 @@ def main() -> None:
     args = p.parse_args()
 
     # 1. A real Chroma collection over the sample corpus that ships with crossrank.
-    rows = read_jsonl(corpus_path())
+    rows = demo_corpus()
     docs = [Document(page_content=r["text"], metadata=r["metadata"], id=r["_id"]) for r in rows]
     embeddings = HuggingFaceEmbeddings(model_name=resolve_embedder(args.embedder), model_kwargs={"device": "cpu"})
     client = chromadb.PersistentClient(path=args.db or tempfile.mkdtemp(prefix="crossrank-lc-"))

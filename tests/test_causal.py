@@ -52,7 +52,13 @@ def _direct(
 
     out = []
     for d in docs:
-        text = template.format_head(query, instruction) + template.format_document(d) + template.suffix
+        text = (
+            template.prefix
+            + template.format_query(query, instruction)
+            + template.separator
+            + template.format_document(d)
+            + "".join(template.format_tail())
+        )
         ids = ([tok.bos_token_id] if template.bos else []) + tok(text, add_special_tokens=False)["input_ids"]
         with torch.no_grad():
             last = model(torch.tensor([ids])).logits[0, -1]
@@ -137,7 +143,8 @@ def test_long_documents_keep_the_answer_slot(causal_models: dict[str, Path]) -> 
     rr = Reranker(causal_models["qwen3"], max_length=600)
     long_doc = "aspirin heart risk " * 200
     enc = rr.engine.encoder(600).encode(QUERY, [long_doc])
-    suffix = rr.engine.tokenizer.encode(TEMPLATES["qwen3-reranker"].suffix, add_special_tokens=False).ids
+    tail = "".join(TEMPLATES["qwen3-reranker"].format_tail())
+    suffix = rr.engine.tokenizer.encode(tail, add_special_tokens=False).ids
     assert len(enc.ids[0]) == 600 and enc.ids[0][-len(suffix) :] == suffix and enc.truncated[0]
     res = rr.rerank(QUERY, ["short", "aspirin heart risk " * 40], long_documents="windows")
     long = next(r for r in res if r.index == 1)

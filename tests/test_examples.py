@@ -1,7 +1,9 @@
-"""The examples run as written, offline, against the shared trained model."""
+"""The examples run as written, offline, against the shared trained model, using only the public API."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 import os
 import subprocess
 import sys
@@ -13,7 +15,39 @@ pytestmark = pytest.mark.integration
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-@pytest.mark.parametrize("script", ["langchain_rag.py", "llamaindex_rag.py"])
+SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py"))
+# What a user imports from crossrank: the names each public module lists in __all__, and the adapters.
+PUBLIC_MODULES = ("crossrank", "crossrank.retrieval", "crossrank.llm", "crossrank.server", "crossrank.remote")
+ADAPTERS = ("langchain_crossrank", "llama_index.postprocessor.crossrank")
+
+
+def test_every_example_is_run() -> None:
+    assert SCRIPTS == ["langchain_rag.py", "llamaindex_rag.py"], "add a new example's check to test_example_runs"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_example_uses_only_the_public_api(script: str) -> None:
+    """``from crossrank.<module> import name`` only where the module is public and lists the name in __all__."""
+    bad = []
+    for node in ast.walk(ast.parse((EXAMPLES / script).read_text())):
+        if isinstance(node, ast.Import):
+            bad += [a.name for a in node.names if a.name.startswith("crossrank.") and a.name not in PUBLIC_MODULES]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "crossrank":
+            if node.module not in PUBLIC_MODULES:
+                bad.append(f"from {node.module} import ...")
+                continue
+            public = set(importlib.import_module(node.module).__all__)
+            bad += [f"{node.module}.{a.name}" for a in node.names if a.name not in public]
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and (node.module or "").startswith(ADAPTERS)
+            and node.module not in ADAPTERS
+        ):
+            bad.append(f"from {node.module} import ...")
+    assert not bad, f"{script} uses names outside the public API: {bad}"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_example_runs(script: str, shared_model: Path, embedder_path: Path, tmp_path: Path) -> None:
     env = {**os.environ, "CROSSRANK_MODEL": str(shared_model), "CROSSRANK_EMBEDDER": str(embedder_path)}
     out = subprocess.run(

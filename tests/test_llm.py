@@ -150,14 +150,25 @@ def test_generic_fake_chat_model_and_synthetic_scores() -> None:
     assert LLMScorer(llm, mode="pointwise").describe().scale == "rating"
 
 
-@pytest.mark.parametrize("answer", ["", "I am not able to rank these.", "<think>[1] > [2]"])
-def test_unusable_answer_keeps_incoming_order_and_is_reported(answer: str) -> None:
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        ("", ": the answer was empty"),
+        ("??", ""),
+        ("I am not able to rank these.", ": the LLM declined"),
+        (
+            "<think>[1] > [2]",
+            ": the answer was cut off by the completion budget (max_tokens) while thinking; raise max_tokens "
+            "(the LangChain model's own max tokens setting)",
+        ),
+    ],
+)
+def test_unusable_answer_keeps_incoming_order_and_is_reported(answer: str, why: str) -> None:
     got, d = order_of(LLMScorer(canned(answer)))
     assert got == list(range(6))
-    assert d["failures"] == [
-        {"where": {"window": [0, 6]}, "reason": "no usable ranking in the answer", "answer": answer}
-    ]
-    with pytest.raises(LLMError, match="no usable ranking"):
+    reason = "no usable ranking in the answer" + why
+    assert d["failures"] == [{"where": {"window": [0, 6]}, "reason": reason, "answer": answer}]
+    with pytest.raises(LLMError, match=re.escape(reason)):
         LLMScorer(canned(answer), strict=True).score(QUERY, DOCS, SETTINGS)
 
 

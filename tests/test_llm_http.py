@@ -21,6 +21,7 @@ import pytest
 from crossrank import Candidate, Reranker
 from crossrank.cascade import Cascade
 from crossrank.llm import LLMScorer, OpenAICompatibleClient, parse_permutation, plan_windows
+from crossrank.llm.scorer import THINKING_TOKENS
 from crossrank.scoring.base import Scored, ScorerInfo, ScoreSettings
 
 Reply = tuple[int, Any, float]  # status, JSON body (or raw text), delay in seconds
@@ -127,7 +128,8 @@ def test_url_forms_model_discovery_and_headers(scripted: Callable[..., Server]) 
     got, d = rank(LLMScorer(server.url, api_key="sk-test"))
     assert got == [1, 0, 2, 3, 4, 5]
     body = server.chats[0]
-    assert body["model"] == "served-model" and body["temperature"] == 0.0 and body["max_tokens"] == 6 * 6 + 32
+    assert body["model"] == "served-model" and body["temperature"] == 0.0
+    assert body["max_tokens"] == 6 * 6 + 32 + THINKING_TOKENS  # the answer, and room to think before it
     assert server.requests[-1][1]["Authorization"] == "Bearer sk-test"
     assert (d["prompt_tokens"], d["completion_tokens"], d["tokens_estimated"], d["backend"]) == (
         120,

@@ -8,7 +8,7 @@ import pytest
 
 from crossrank.errors import InvalidArgumentError
 from crossrank.llm import LLMPrompts, approx_tokens, expected_rating, parse_permutation, parse_ratings, plan_windows
-from crossrank.llm.parsing import parse_rating
+from crossrank.llm.parsing import answer_problem, parse_rating, unfinished_thinking
 from crossrank.llm.prompts import MIN_DOC_TOKENS, render, trim_to_tokens
 
 
@@ -44,6 +44,39 @@ def test_parse_permutation(answer: str, order: tuple[int, ...], listed: int, dup
     assert len(p.missing) == 5 - listed
 
 
+@pytest.mark.parametrize("n", [10, 20])
+def test_a_refusal_mentioning_the_window_size_is_not_a_ranking(n: int) -> None:
+    """Issue #25: "these 10 passages" was read as the ranking [10], passage 10 first, and no failure."""
+    p = parse_permutation(f"I'm sorry, but I can't rank these {n} passages: none of them answers the query.", n)
+    assert not p.ok and p.order == tuple(range(n)) and p.problem == "refusal"
+    assert (p.duplicates, p.unknown) == (0, 0)
+
+
+def test_the_final_ranking_wins_over_ids_in_the_explanation() -> None:
+    """Issue #25: ids in the explanation came first, so the two passages ranked last were put first."""
+    final = [3, 6, 4, 1, 5, 7, 8, 10, 2, 9]
+    answer = (
+        "Passage [9] mentions the topic but only in passing, passage [2] is about a different population. "
+        "Passage [3] directly tests the claim.\n\nFinal ranking: " + " > ".join(f"[{k}]" for k in final)
+    )
+    p = parse_permutation(answer, 10)
+    assert p.order == tuple(k - 1 for k in final) and (p.listed, p.duplicates, p.shape) == (10, 0, "chain")
+
+
+def test_problems_and_long_reasoning() -> None:
+    assert answer_problem("<think>still thinking about [1]") == "thinking"
+    assert answer_problem("<think>done</think>  ") == "empty"
+    assert answer_problem("I cannot rank these.") == "refusal"
+    assert answer_problem("[2] > [1]") is None
+    assert unfinished_thinking("reasoning opened by the template</think>[1]") is False
+    # A long reasoning block (blanked to one long run of spaces) and long lines of numbers parse in linear
+    # time; patterns that backtrack over such runs took minutes here.
+    long = "<think>" + "passage [3] has 12 patients, p < 0.05; " * 1000 + "</think>\n[2] > [1]"
+    assert parse_permutation(long, 3).order == (1, 0, 2)
+    numbers = "\n".join(" ".join(str(i % 20 + 1) for i in range(40)) + " x" for _ in range(100))
+    assert not parse_permutation(numbers, 20).ok
+
+
 @pytest.mark.parametrize(
     ("answer", "rating"),
     [
@@ -59,6 +92,8 @@ def test_parse_permutation(answer: str, order: tuple[int, ...], listed: int, dup
         ("relevance = 3", 3.0),
         ("<think>it is a 2</think> 5", 5.0),
         ("42", None),
+        ("I can't rate this passage: it is written in 3 languages.", None),  # a refusal's number is no rating
+        ("Sorry, this is hard to judge. Rating: 4", 4.0),
         ("no idea", None),
         ("", None),
     ],

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from crossrank import Candidate, InvalidDocumentTypeError, RankedResults, Reranker
+from crossrank import Candidate, Cascade, InvalidDocumentTypeError, RankedResults, Reranker
 from crossrank.integrations import RerankOptions, copy_metadata
 from crossrank.integrations.candidates import to_candidates
 
@@ -65,12 +65,14 @@ class CrossRankCompressor(RerankOptions, BaseDocumentCompressor):
     cross-encoder ranks every Document, then the LLM reorders its top ``llm_top_k`` (``llm_mode``
     ``listwise`` or ``pointwise``, ``llm_kwargs`` for budget and prompts). ``relevance_score`` is
     then the score of the last stage that ranked the Document, and ``rerank_stages`` lists each
-    stage's name, score and rank.
+    stage's name, score and rank. ``reranker=`` also takes a :class:`~crossrank.Cascade`, e.g. a
+    late-interaction stage then the cross-encoder (Documents from a crossrank-indexed Chroma use
+    their stored token vectors, found by their text).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-    def __init__(self, *, reranker: Reranker | None = None, **data: Any) -> None:
+    def __init__(self, *, reranker: Reranker | Cascade | None = None, **data: Any) -> None:
         super().__init__(reranker=reranker, **data)
 
     def compress_documents(

@@ -9,6 +9,8 @@ The core is :class:`Reranker` (options, validation and one ranking step) over a 
 from __future__ import annotations
 
 from crossrank.cascade import Cascade
+from crossrank.demo_data import corpus as demo_corpus
+from crossrank.demo_data import queries as demo_queries
 from crossrank.errors import (
     BackendUnavailableError,
     CollectionNotFoundError,
@@ -67,4 +69,6 @@ __all__ = [
     "__version__",
     "clear_engines",
     "default_model",
+    "demo_corpus",
+    "demo_queries",
 ]

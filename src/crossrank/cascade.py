@@ -5,7 +5,8 @@
 >>> cascade.rerank(query, hundred_docs, top_n=5)      # doctest: +SKIP
 
 Each stage is a :class:`~crossrank.Reranker` (any scorer: cross-encoder, causal LM, remote API,
-LLM) and ``keep``, how many candidates it takes from the top of the current order (None: all).
+LLM, late interaction; a bare :class:`~crossrank.scoring.Scorer` is wrapped in a default
+``Reranker``) and ``keep``, how many candidates it takes from the top of the current order (None: all).
 The first stage takes the first ``keep`` input candidates (the rest are reported as filtered,
 reason ``top_n``); every later stage reorders the top ``keep`` of the order so far, and the
 candidates it did not take follow in their earlier order. The result is a plain
@@ -31,6 +32,7 @@ from crossrank.errors import InvalidArgumentError
 from crossrank.inputs import check_options, check_query, check_top_n, to_candidates
 from crossrank.reranker import CallOptions, Reranker
 from crossrank.results import Candidate, Filtered, Ranked, RankedResults, RerankStats, StageScore
+from crossrank.scoring.base import Scorer
 
 __all__ = ["Cascade", "CascadeOptions", "Stage", "StageScore"]
 
@@ -61,7 +63,12 @@ class Stage:
     name: str | None = None
 
 
-def _stage(spec: Stage | Reranker | tuple[Any, ...]) -> Stage:
+def _stage(spec: Stage | Reranker | Scorer | tuple[Any, ...]) -> Stage:
+    # A bare Scorer (e.g. a LateInteractionScorer) ranks through a Reranker with default options.
+    if isinstance(spec, Scorer) and not isinstance(spec, Reranker):
+        spec = Reranker(spec)
+    if isinstance(spec, tuple) and spec and isinstance(spec[0], Scorer) and not isinstance(spec[0], Reranker):
+        spec = (Reranker(spec[0]), *spec[1:])
     if isinstance(spec, Stage):
         stage = spec
     elif isinstance(spec, Reranker):
@@ -70,7 +77,8 @@ def _stage(spec: Stage | Reranker | tuple[Any, ...]) -> Stage:
         stage = Stage(*spec)
     else:
         raise InvalidArgumentError(
-            f"a cascade stage is a Reranker, a (Reranker, keep[, name]) tuple or a Stage; got {spec!r}"
+            f"a cascade stage is a Reranker or Scorer, a (Reranker or Scorer, keep[, name]) tuple or a Stage; "
+            f"got {spec!r}"
         )
     if stage.keep is not None and (isinstance(stage.keep, bool) or not isinstance(stage.keep, int) or stage.keep < 1):
         raise InvalidArgumentError(f"a stage's keep must be an int >= 1 or None, got {stage.keep!r}")
@@ -113,7 +121,7 @@ class Cascade:
     (its ``dedupe``); later stages never drop candidates.
     """
 
-    def __init__(self, stages: Sequence[Stage | Reranker | tuple[Any, ...]]) -> None:
+    def __init__(self, stages: Sequence[Stage | Reranker | Scorer | tuple[Any, ...]]) -> None:
         if not stages:
             raise InvalidArgumentError("a cascade needs at least one stage")
         parsed = [_stage(s) for s in stages]
@@ -319,4 +327,6 @@ class Cascade:
             model_ms=sum(s.model_ms for s in stats),
             total_ms=(time.perf_counter() - flow.t0) * 1000,
             scorer={"stages": per_stage},
+            token_cache_hits=sum(s.token_cache_hits for s in stats),
+            token_cache_misses=sum(s.token_cache_misses for s in stats),
         )

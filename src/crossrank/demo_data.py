@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from crossrank.jsonl import read_jsonl
 
@@ -16,6 +17,15 @@ from crossrank.jsonl import read_jsonl
 def corpus_path() -> Path:
     """The bundled ``demo_corpus.jsonl`` (``{"_id", "title", "text", "metadata": {"topic"}}`` per line)."""
     return Path(str(resources.files("crossrank") / "data" / "demo_corpus.jsonl"))
+
+
+def corpus() -> list[dict[str, Any]]:
+    """The bundled demo corpus, one dict per passage: ``{"_id", "title", "text", "metadata": {"topic"}}``.
+
+    Exported as ``crossrank.demo_corpus``: a ready sample to index into a vector store when trying
+    crossrank (the examples and the docs use it), with no download and no dataset to find.
+    """
+    return read_jsonl(corpus_path())
 
 
 def passages() -> list[str]:

@@ -56,6 +56,14 @@ class ExportError(CrossrankError, RuntimeError):
     """Exporting or quantizing a model to ONNX failed."""
 
 
+class NotExportedError(ExportError):
+    """An exported model folder (``crossrank export``) lacks the backend or precision asked for.
+
+    Such a folder never builds anything: re-export with that variant, or let ``backend="auto"``
+    choose among what the folder holds.
+    """
+
+
 class VectorStoreError(CrossrankError, RuntimeError):
     """Chroma failed: server unreachable, collection missing, timeout."""
 

@@ -24,12 +24,14 @@ Normalize = Literal["none", "sigmoid", "softmax", "minmax"]
 LongDocuments = Literal["truncate", "windows"]
 Aggregate = Literal["max", "mean_top2", "first"]
 Fusion = Literal["none", "rrf"]
+TruncationSide = Literal["right", "left"]
 CandidateLike = str | Candidate | Mapping[str, Any]
 
 NORMALIZE_CHOICES: tuple[str, ...] = get_args(Normalize)
 LONG_DOC_CHOICES: tuple[str, ...] = get_args(LongDocuments)
 AGGREGATE_CHOICES: tuple[str, ...] = get_args(Aggregate)
 FUSION_CHOICES: tuple[str, ...] = get_args(Fusion)
+TRUNCATION_SIDES: tuple[str, ...] = get_args(TruncationSide)
 
 
 def check_query(query: object) -> str:

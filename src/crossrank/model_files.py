@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from crossrank.errors import InvalidArgumentError, ModelLoadError, ModelNotFoundError, UnsupportedModelError
+from crossrank.exported import MANIFEST, held_variants, read_manifest
 
 DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
 
@@ -47,6 +48,9 @@ class ModelInfo:
     fingerprint: str
     kind: str = "cross-encoder"  # the model family's kind (scoring/families.py)
     template: str | None = None  # causal-LM rerankers: the prompt template's name (prompts.py)
+    # An exported folder (`crossrank export`, crossrank/exported.py): the file variants it holds, and
+    # nothing else is ever built for it. None: a source model (weights), exported to the cache on demand.
+    exported: tuple[str, ...] | None = None
 
     @property
     def default_max_length(self) -> int:
@@ -138,9 +142,10 @@ def _weights(path: Path) -> list[Path]:
 def fingerprint(path: Path) -> str:
     """Content hash of config, tokenizer, custom code and weight sizes+heads: changes when the model changes."""
     h = hashlib.sha256()
-    # Custom-code models (trust_remote_code): their modeling *.py files change the scores too.
+    # Custom-code models (trust_remote_code): their modeling *.py files change the scores too. An
+    # exported folder has no weights: its manifest (the graphs' SHA-256 and the source's hash) stands in.
     for p in [
-        *(path / n for n in ("config.json", "tokenizer.json", "tokenizer_config.json")),
+        *(path / n for n in ("config.json", "tokenizer.json", "tokenizer_config.json", MANIFEST)),
         *sorted(path.glob("*.py")),
     ]:
         if p.is_file():
@@ -206,7 +211,13 @@ def inspect_model(path: Path, name: str | None = None, *, template: str | None =
             "(re-download it, or point to the folder that contains config.json)"
         )
     cfg = _read_json(cfg_path)
-    if not _weights(path) and not (path / "onnx").is_dir():
+    manifest = read_manifest(path)
+    if manifest is not None and (template is not None or manifest.get("family") != "cross-encoder"):
+        raise UnsupportedModelError(
+            f"{path} is an exported cross-encoder folder (crossrank export); template= applies to causal-LM "
+            "rerankers, which are not exportable: load their source model (pip install 'crossrank[torch]')"
+        )
+    if manifest is None and not _weights(path) and not (path / "onnx").is_dir():
         raise ModelLoadError(
             f"{path} has no weights (model.safetensors or pytorch_model.bin): the download is incomplete"
         )
@@ -259,6 +270,7 @@ def inspect_model(path: Path, name: str | None = None, *, template: str | None =
         model_type=model_type,
         uses_token_types=int(cfg.get("type_vocab_size") or 0) > 1,
         fingerprint=fingerprint(path),
+        exported=held_variants(manifest) if manifest is not None else None,
     )
 
 

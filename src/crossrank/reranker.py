@@ -24,6 +24,7 @@ from crossrank.inputs import (
     FUSION_CHOICES,
     LONG_DOC_CHOICES,
     NORMALIZE_CHOICES,
+    TRUNCATION_SIDES,
     check_choice,
     check_options,
     check_positive_int,
@@ -39,6 +40,7 @@ from crossrank.scales import normalize_scores
 from crossrank.scoring.base import Scored, Scorer, ScoreSettings
 from crossrank.scoring.engine import Engine
 from crossrank.scoring.local import LocalScorer, ModelOptions
+from crossrank.scoring.token_cache import TokenCacheInfo
 
 
 class CallOptions(TypedDict, total=False):
@@ -46,7 +48,11 @@ class CallOptions(TypedDict, total=False):
 
     ``top_n``: keep the best n; ``threshold``: drop scores below it on the ``normalize`` scale;
     ``normalize``: none, sigmoid, softmax or minmax; ``dedupe``: drop repeated texts; ``fusion``:
-    none or rrf; ``long_documents``: truncate or windows.
+    none or rrf; ``long_documents``: truncate or windows; ``max_windows``: windows per document.
+    Applied by the scorer (a local model applies them; other scorers raise rather than drop them):
+    ``max_document_tokens``: cut each document to that many of its tokens first;
+    ``truncation_side``: ``right`` (keep the start) or ``left`` (keep the end) wherever a document
+    is cut; ``instruction``: the task instruction for rerankers whose prompt has a slot for one.
     """
 
     top_n: int | None
@@ -55,6 +61,10 @@ class CallOptions(TypedDict, total=False):
     dedupe: bool | None
     fusion: str | None
     long_documents: str | None
+    max_windows: int | None
+    max_document_tokens: int | None
+    truncation_side: str | None
+    instruction: str | None
 
 
 def _normal_text(text: str) -> str:
@@ -98,11 +108,14 @@ class Reranker:
     same model in the process. All options are keyword-only. Local model options (``backend``,
     ``device``, ``quantize``, ``batch_size``, ``max_length``, ``local_files_only``,
     ``trust_remote_code``, ``revision``, ``cache_folder``, ``num_threads``, ``max_wait_ms``,
-    ``max_batch_pairs``, ``template``, ``instruction``: see :class:`~crossrank.scoring.local.ModelOptions`)
+    ``max_batch_pairs``, ``template``, ``instruction``, ``prompt``: see
+    :class:`~crossrank.scoring.local.ModelOptions`)
     go to the :class:`~crossrank.scoring.LocalScorer`; the ranking options can also be overridden
     per call. Causal-LM rerankers (Qwen3-Reranker, mxbai-rerank-v2,
     bge-reranker-v2-gemma) are detected from their config; ``template=`` names the prompt family
-    explicitly (see :mod:`crossrank.prompts`) and ``instruction=`` sets their task instruction.
+    explicitly (see :mod:`crossrank.prompts`), ``instruction=`` sets the task instruction of those
+    with an instruction slot and ``prompt=`` bge-reranker-v2-gemma's trailing prompt (an option
+    the family has no slot for raises).
     An ``http://`` or ``https://`` URL scores through a rerank server instead
     (:class:`crossrank.remote.RemoteScorer`): ``api=`` names its API (``cohere``, ``cohere-v2``,
     ``jina``, ``tei``, ``infinity``) and ``remote_options=`` passes the rest (``model``,
@@ -206,6 +219,21 @@ class Reranker:
         """Hits, misses and size of the score cache (None when ``cache_size=0``)."""
         return self.cache.info() if self.cache is not None else None
 
+    def token_cache_info(self) -> TokenCacheInfo | None:
+        """Hits, misses and size of the documents' token cache (shared per tokenizer; None where none is used)."""
+        info = getattr(self.scorer, "token_cache_info", None)
+        return info() if info is not None else None
+
+    def pretokenize(self, documents: Iterable[object]) -> int:
+        """Tokenize documents into the token cache now (at index time), so queries over them tokenize only the query.
+
+        Takes what :meth:`rerank` takes as candidates; loads the tokenizer, never the weights.
+        Returns how many were tokenized (0 for scorers that keep no token cache).
+        """
+        texts = [c.text for c in to_candidates(documents)]
+        fill = getattr(self.scorer, "pretokenize", None)
+        return int(fill(texts)) if fill is not None and texts else 0
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text (no special tokens): tells which documents will not fit ``max_length``."""
         return self.local.count_tokens(texts)
@@ -234,7 +262,8 @@ class Reranker:
         """Rerank candidates (str, :class:`Candidate` or mappings with ``text``), best first.
 
         Keyword options (each overrides the constructor's for this call): ``top_n``, ``threshold``,
-        ``normalize``, ``dedupe``, ``fusion``, ``long_documents`` (see :class:`CallOptions`).
+        ``normalize``, ``dedupe``, ``fusion``, ``long_documents``, ``max_windows``, and the ones the
+        scorer applies, ``max_document_tokens``, ``truncation_side``, ``instruction`` (see :class:`CallOptions`).
         ``threshold`` drops results below it on the chosen scale, then ``top_n`` keeps the best n;
         both are reported in ``RankedResults.filtered`` so nothing disappears unexplained. Ties
         keep input order. The caller's objects are never modified.
@@ -282,6 +311,10 @@ class Reranker:
         dedupe: bool | None = None,
         fusion: str | None = None,
         long_documents: str | None = None,
+        max_windows: int | None = None,
+        max_document_tokens: int | None = None,
+        truncation_side: str | None = None,
+        instruction: str | None = None,
     ) -> _Call:
         """Validate everything (before any model is touched), group equal texts, consult the cache."""
         t0 = time.perf_counter()
@@ -295,12 +328,18 @@ class Reranker:
             rrf_k=self.rrf_k,
         )
         mode = self.long_documents if long_documents is None else long_documents
+        if instruction is not None and not isinstance(instruction, str):
+            raise InvalidArgumentError(f"instruction must be a str or None, got {type(instruction).__name__}")
         settings = ScoreSettings(
             long_documents=check_choice("long_documents", mode, LONG_DOC_CHOICES),
             window_overlap=self.window_overlap,
-            max_windows=self.max_windows,
+            max_windows=check_positive_int("max_windows", max_windows, allow_none=True) or self.max_windows,
             aggregate=self.aggregate,
+            max_document_tokens=check_positive_int("max_document_tokens", max_document_tokens, allow_none=True),
+            truncation_side=check_choice("truncation_side", truncation_side or "right", TRUNCATION_SIDES),
+            instruction=instruction,
         )
+        self._check_settings(settings)
         cands = to_candidates(documents)
         slot_of: list[int] = []
         first_of_slot: list[int] = []
@@ -343,6 +382,19 @@ class Reranker:
                 call.hits += 1
         return call
 
+    def _check_settings(self, settings: ScoreSettings) -> None:
+        """Per-call options the scorer cannot apply are an error here, never dropped on the way."""
+        asked = settings.per_call_options()
+        if not asked:
+            return
+        check = getattr(self.scorer, "check_settings", None)
+        if check is None:
+            raise InvalidArgumentError(
+                f"{', '.join(asked)} cannot be applied per call by {type(self.scorer).__name__} "
+                "(a local model applies them)"
+            )
+        check(settings)
+
     def _fill(self, call: _Call, scored: Scored | None) -> Scored:
         """Put the scorer's results into their slots (and the cache)."""
         if scored is None:
@@ -375,6 +427,7 @@ class Reranker:
         stats = RerankStats(
             candidates=len(call.candidates),
             pairs_scored=s.stats.pairs,
+            tokens=s.stats.tokens,
             cache_hits=call.hits,
             cache_misses=len(call.miss_slots) if call.cache_keys is not None else 0,
             duplicates=len(call.candidates) - len(call.first_of_slot),
@@ -386,6 +439,8 @@ class Reranker:
             model_ms=s.stats.model_s * 1000,
             total_ms=(time.perf_counter() - call.t0) * 1000,
             scorer=dict(s.details),
+            token_cache_hits=s.stats.token_cache_hits,
+            token_cache_misses=s.stats.token_cache_misses,
         )
         return RankedResults(
             query=call.query,

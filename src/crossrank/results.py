@@ -94,10 +94,15 @@ class RerankStats:
 
     ``scorer`` holds scorer-specific counters as JSON-serialisable builtins (an LLM scorer's
     calls, tokens, failures and parse reports; a cascade's per-stage reports); empty otherwise.
+    ``tokens``: the tokens of every model input a local model ran (query, document, special and
+    prompt tokens after truncation, every window; padding, cache hits and duplicates not counted).
+    ``token_cache_hits`` / ``token_cache_misses``: documents a local cross-encoder took from its
+    token cache / tokenized (see :mod:`crossrank.scoring.token_cache`); both 0 where none is used.
     """
 
     candidates: int = 0
     pairs_scored: int = 0
+    tokens: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
     duplicates: int = 0
@@ -109,6 +114,8 @@ class RerankStats:
     model_ms: float = 0.0
     total_ms: float = 0.0
     scorer: Mapping[str, Any] = field(default_factory=dict)
+    token_cache_hits: int = 0
+    token_cache_misses: int = 0
 
 
 @dataclass(frozen=True)

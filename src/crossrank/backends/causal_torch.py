@@ -3,6 +3,11 @@
 Only the answer tokens' columns leave the model (``logits_to_keep=1`` where transformers supports
 it, so the full vocabulary projection runs for one position, not every token).
 
+Rows are left-padded; their position ids are counted from each row's first real token (from the
+attention mask), so a prompt is encoded at the same positions alone or padded into any batch and
+its score does not depend on the batch it lands in (transformers counts positions from the
+padding otherwise, and rotary embeddings at shifted positions move scores beyond float noise).
+
 ``share_prefix=True`` runs the prompt part every row of a batch shares (system text, instruction,
 query) once, and the rows' remainders against its key/value cache; whether that pays is measured
 in benchmarks/causal_prefix.py (it is off by default unless it wins there).
@@ -38,7 +43,9 @@ class CausalTorchBackend:
             import torch
             from transformers import AutoModelForCausalLM
         except ImportError as exc:
-            raise BackendUnavailableError("causal-LM rerankers need torch and transformers") from exc
+            raise BackendUnavailableError(
+                "causal-LM rerankers need torch and transformers: pip install 'crossrank[torch]'"
+            ) from exc
         dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if quantize == "int8":
             raise InvalidArgumentError(
@@ -65,7 +72,9 @@ class CausalTorchBackend:
         self._torch = torch
         self._device = dev
         self._columns = torch.tensor(list(token_ids), dtype=torch.long, device=dev)
-        self._keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+        params = inspect.signature(model.forward).parameters
+        self._keep = "logits_to_keep" in params
+        self._positions = "position_ids" in params
         # transformers renamed ``past_key_values`` to ``cache``; pass whichever this version takes.
         self._cache_arg = (
             "cache" if "cache" in inspect.signature(model.get_decoder().forward).parameters else "past_key_values"
@@ -84,11 +93,14 @@ class CausalTorchBackend:
             if shared >= self.min_shared and all(len(r) > shared for r in rows):
                 return self._forward_shared(rows, shared)
         torch = self._torch
+        mask = batch["attention_mask"]
         with torch.inference_mode():
             kwargs: dict[str, Any] = {
                 "input_ids": torch.from_numpy(batch["input_ids"]).to(self._device),
-                "attention_mask": torch.from_numpy(batch["attention_mask"]).to(self._device),
+                "attention_mask": torch.from_numpy(mask).to(self._device),
             }
+            if self._positions:
+                kwargs["position_ids"] = torch.from_numpy(position_ids(mask)).to(self._device)
             if self._keep:
                 kwargs["logits_to_keep"] = 1
             logits = self._model(**kwargs).logits[:, -1, :]
@@ -128,6 +140,12 @@ class CausalTorchBackend:
                 logits = torch.tanh(logits / cap) * cap
         self.shared_tokens += shared * (n - 1)
         return np.asarray(logits.float().cpu().numpy(), dtype=np.float32)
+
+
+def position_ids(attention_mask: np.ndarray) -> np.ndarray:
+    """Each token's position counted from its row's first real token (padding: 0), int64."""
+    mask = np.asarray(attention_mask, dtype=np.int64)
+    return np.maximum(np.cumsum(mask, axis=1) - 1, 0) * mask
 
 
 def _common_prefix(rows: list[np.ndarray]) -> int:

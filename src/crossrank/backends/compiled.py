@@ -41,6 +41,7 @@ class CompiledBackend:
         num_threads: int | None = None,
         trust_remote_code: bool = False,
     ) -> None:
+        self.info = info
         try:
             runtime = importlib.import_module(self.runtime_module)
         except ImportError as exc:

@@ -36,6 +36,7 @@ from crossrank.backends.model_inputs import (
     type_vocab_size,
 )
 from crossrank.errors import BackendUnavailableError, ExportError
+from crossrank.exported import variant_file
 from crossrank.model_files import ModelInfo
 
 log = logging.getLogger("crossrank")
@@ -163,8 +164,8 @@ def _export_fp32(info: ModelInfo, out: Path, *, trust_remote_code: bool = False)
         from transformers import AutoModelForSequenceClassification
     except ImportError as exc:
         raise BackendUnavailableError(
-            "exporting to ONNX needs torch and transformers (pip install torch transformers), "
-            "or a model directory that ships onnx/model.onnx"
+            f"{info.name} is a source model: exporting it to ONNX needs torch and transformers "
+            "(pip install 'crossrank[torch]'); or load a folder made by `crossrank export`, which needs neither"
         ) from exc
     try:
         # Eager attention exports as plain MatMul/Softmax, which OpenVINO fuses into one attention
@@ -208,8 +209,12 @@ def _quantize_int8(src: Path, dst: Path, *, reduce_range: bool = False) -> None:
     7-bit weights, for CPUs without int8 dot-product units, where ONNX Runtime's u8 x s8 kernels
     saturate with 8-bit weights and scramble the ranking.
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:  # onnxruntime's quantizer needs the onnx package, part of the export toolchain
+        raise BackendUnavailableError(
+            f"ONNX Runtime int8 quantization needs onnx ({exc}): pip install 'crossrank[torch]'"
+        ) from exc
     try:
         with _quiet():
             quantize_dynamic(
@@ -248,7 +253,11 @@ def ensure_model_file(info: ModelInfo, variant: str, *, trust_remote_code: bool 
     """Path to a ready model file of ``variant`` (a key of ``_MAIN``), building it if needed.
 
     ``trust_remote_code`` lets the export run model code shipped in the model directory (``auto_map``).
+    An exported folder (``crossrank export``) is never built on: its own file is returned, or
+    :class:`~crossrank.errors.NotExportedError` says which variants it holds.
     """
+    if info.exported is not None:
+        return variant_file(info.path, info.exported, variant, name=info.name)
     d = entry_dir(info, variant)
     cached = check_entry(d)
     if cached is not None:

@@ -69,10 +69,14 @@ def nncf_installed() -> bool:
     return importlib.util.find_spec("nncf") is not None
 
 
-def openvino_variant(quantize: str) -> str:
-    """The precision ``quantize`` means on this machine: int8, bf16 or fp32."""
+def openvino_variant(quantize: str, *, int8_ready: bool | None = None) -> str:
+    """The precision ``quantize`` means on this machine: int8, bf16 or fp32.
+
+    ``int8_ready``: whether an int8 model can be had (default: NNCF is installed to build one; an
+    exported folder says by holding one).
+    """
     if quantize == "auto":
-        if cpu_has_int8_dot() and nncf_installed():
+        if cpu_has_int8_dot() and (nncf_installed() if int8_ready is None else int8_ready):
             return "int8"
         return "bf16" if cpu_has_bf16() else "fp32"
     return quantize
@@ -93,7 +97,8 @@ class OpenVinoBackend(CompiledBackend):
     preferred_batch_size = 32
 
     def _variant(self, quantize: str) -> str:
-        variant = openvino_variant(quantize)
+        held = self.info.exported  # an exported folder: int8 is there or not; nothing is built
+        variant = openvino_variant(quantize, int8_ready=None if held is None else int8_model_variant() in held)
         if variant == "bf16" and not cpu_has_bf16():
             raise InvalidArgumentError(
                 "quantize='bf16' needs a CPU with bf16 units (AVX-512 BF16 or AMX); use quantize='int8' or 'fp32'"

@@ -25,6 +25,22 @@ CALIBRATION_PAIRS = 96
 _BATCH = 4
 
 
+def calibration_pairs() -> list[tuple[str, str]]:
+    """The (query, passage) pairs the int8 calibration runs: bundled demo questions and passages.
+
+    :data:`CALIBRATION_PAIRS` pairs, then a third of them again with two passages joined, so
+    activation ranges cover full-length sequences. An exported folder's manifest records them
+    (count and SHA-256), so the calibration behind its int8 graphs is known.
+    """
+    from crossrank import demo_data
+
+    queries = demo_data.queries()
+    passages = demo_data.passages()
+    pairs = [(queries[i % len(queries)], passages[(i * 7) % len(passages)]) for i in range(CALIBRATION_PAIRS)]
+    pairs += [(q, f"{p} {passages[(i * 11 + 3) % len(passages)]}") for i, (q, p) in enumerate(pairs[::3])]
+    return pairs
+
+
 def calibration_batches(info: ModelInfo, input_names: Sequence[str] | None = None) -> list[dict[str, np.ndarray]]:
     """Padded (query, passage) batches from the bundled demo data, at the model's own max length.
 
@@ -33,16 +49,11 @@ def calibration_batches(info: ModelInfo, input_names: Sequence[str] | None = Non
     rejects a name its model lacks (DistilBERT, ModernBERT and DeBERTa-v3 exports have no
     ``token_type_ids``).
     """
-    from crossrank import demo_data
     from crossrank.backends.model_inputs import TOKEN_INPUTS, model_feed, token_types_usable
     from crossrank.scoring.pairs import PairEncoder, load_tokenizer
 
-    queries = demo_data.queries()
-    passages = demo_data.passages()
     enc = PairEncoder(load_tokenizer(info.path), effective_max_length(info, None))
-    pairs = [(queries[i % len(queries)], passages[(i * 7) % len(passages)]) for i in range(CALIBRATION_PAIRS)]
-    # Longer inputs too: two passages joined, so activation ranges cover full-length sequences.
-    pairs += [(q, f"{p} {passages[(i * 11 + 3) % len(passages)]}") for i, (q, p) in enumerate(pairs[::3])]
+    pairs = calibration_pairs()
     names = list(input_names) if input_names is not None else list(TOKEN_INPUTS)
     zero_types = not token_types_usable(info.path)
     batches = []
@@ -84,7 +95,7 @@ def quantize_openvino_int8(info: ModelInfo, onnx_fp32: Path, out_xml: Path, *, o
         import openvino as ov
     except ImportError as exc:
         raise BackendUnavailableError(
-            "OpenVINO int8 needs openvino and nncf: pip install 'crossrank[openvino]'"
+            f"building the OpenVINO int8 model needs openvino and nncf ({exc}): pip install 'crossrank[torch,openvino]'"
         ) from exc
     from crossrank.backends.model_inputs import port_names
 

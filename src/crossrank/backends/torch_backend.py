@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from crossrank.backends.model_inputs import select_inputs
+from crossrank.backends.torch_pipeline import BatchRunner, settings_for
 from crossrank.errors import BackendUnavailableError, ModelLoadError
 from crossrank.model_files import ModelInfo
 
@@ -55,7 +57,8 @@ class TorchBackend:
             from sentence_transformers import CrossEncoder
         except ImportError as exc:
             raise BackendUnavailableError(
-                "backend='torch' needs torch and sentence-transformers: pip install torch sentence-transformers"
+                f"{info.name}: backend='torch' needs torch and sentence-transformers: pip install 'crossrank[torch]' "
+                "(or load a folder made by `crossrank export`, which runs without them)"
             ) from exc
         try:
             ce = CrossEncoder(
@@ -94,9 +97,16 @@ class TorchBackend:
             types if isinstance(types, int) and not isinstance(types, bool) else None,
         )
 
+        # One copy in per batch, one copy out per call, bucketed shapes (see torch_pipeline).
+        self.runner = BatchRunner(torch, model, self.device, self._inputs, settings_for(self.device))
+
     def forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        torch = self._torch
-        with torch.inference_mode():
-            inputs = {k: torch.from_numpy(batch[k]).to(self.device) for k in self._inputs}
-            logits = self._model(**inputs).logits
-            return np.asarray(logits.float().cpu().numpy(), dtype=np.float32)
+        return self.runner.run([batch])[0]
+
+    def forward_batches(self, batches: Iterable[dict[str, np.ndarray]]) -> list[np.ndarray]:
+        """Logits per batch for a whole call, waiting on the device once (``batches`` may be a generator)."""
+        return self.runner.run(batches)
+
+    def padded_shape(self, rows: int, width: int) -> tuple[int, int]:
+        """The (rows, width) the engine pads a batch to: the length bucket, and rows when compiled."""
+        return self.runner.padded_shape(rows, width)

@@ -1,4 +1,4 @@
-"""The ``crossrank`` command: index, query, demo, eval, bench, tune, serve, score-pairs, distill, finetune.
+"""The ``crossrank`` command: index, query, demo, eval, bench, tune, serve, score-pairs, distill, finetune, export.
 
 Each command module has ``add_parser(subparsers)`` and ``run(args) -> int``; shared argument
 groups live in :mod:`crossrank.cli.common`. Errors are one line on stderr that says what to do,
@@ -18,13 +18,13 @@ from crossrank.errors import CrossrankError
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``crossrank`` argument parser with every subcommand registered."""
-    from crossrank.cli import bench, demo, distill, finetune, index, query, score_pairs, serve, tune
+    from crossrank.cli import bench, demo, distill, export, finetune, index, query, score_pairs, serve, tune
     from crossrank.cli import eval as evaluate  # the module, not the builtin
 
     p = argparse.ArgumentParser(prog="crossrank", description="Cross-encoder reranking over Chroma.")
     p.add_argument("--version", action="version", version=f"crossrank {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
-    for command in (index, query, demo, evaluate, bench, serve, score_pairs, distill, finetune, tune):
+    for command in (index, query, demo, evaluate, bench, serve, score_pairs, distill, finetune, tune, export):
         command.add_parser(sub)
     return p
 

@@ -75,6 +75,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
     p.add_argument(
+        "--plot",
+        default=None,
+        metavar="FILE",
+        help="also draw ms per method and workload (the roofline where measured) to FILE (.png or .svg; "
+        "needs crossrank[plot])",
+    )
+    p.add_argument(
         "--emulate-isa",
         default=None,
         metavar="LEVEL",
@@ -86,7 +93,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the benchmark; print the Markdown tables (or everything but the table as JSON)."""
+    """Run the benchmark; print the Markdown tables (or everything but the table as JSON); ``--plot`` draws it."""
+    from crossrank.cli.plots import check_plot_path, plot_bench
+
+    plot = check_plot_path(args.plot) if getattr(args, "plot", None) else None  # before the long run
     if args.emulate_isa:
         import os
 
@@ -97,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             # The runtimes read these once, at load: the benchmark reruns itself in a process that has them.
             argv = [sys.executable, "-m", "crossrank", *sys.argv[1:]]
             return subprocess.run(argv, env={**os.environ, **env}, check=False).returncode
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else METHODS
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else runnable_methods(args)
     unknown = set(methods) - set(ALL_METHODS)
     if unknown:
         raise InvalidArgumentError(f"unknown --methods {sorted(unknown)}; choose from {', '.join(ALL_METHODS)}")
@@ -120,7 +130,24 @@ def run(args: argparse.Namespace) -> int:
         res["roofline"] = floor
         res["table"] += "\n\n" + roofline_table(floor, headline, "100 candidates × 200 tokens, batches of 16")
     print(json.dumps({k: v for k, v in res.items() if k != "table"}) if args.json else res["table"])
+    if plot is not None:
+        print(f"plot written to {plot_bench(res, plot)}", file=sys.stderr)
     return 0
+
+
+def runnable_methods(args: argparse.Namespace) -> tuple[str, ...]:
+    """The default methods less those this install cannot run: "st" and "torch" need ``crossrank[torch]``
+    (an exported folder from ``crossrank export`` has no torch weights either), "openvino-*" OpenVINO."""
+    import importlib.util
+
+    from crossrank.exported import MANIFEST
+
+    def missing(module: str) -> bool:
+        return importlib.util.find_spec(module) is None
+
+    exported = (Path(common.model(args)) / MANIFEST).is_file()
+    skip = {"st": exported or missing("sentence_transformers"), "torch": exported or missing("torch")}
+    return tuple(m for m in METHODS if not skip.get(m, m.startswith("openvino") and missing("openvino")))
 
 
 def passages(model: str | Path, corpus: Path, tokens: int, n: int) -> list[str]:
@@ -156,7 +183,12 @@ def scorer(method: str, model: str, corpus: Path | None = None) -> Scorer:
         calibration = (lambda: passages(model, corpus, 200, 300)) if corpus is not None else None
         return peer_scorer(method, model, calibration)
     if method == "st":
-        from sentence_transformers import CrossEncoder
+        try:
+            from sentence_transformers import CrossEncoder
+        except ImportError as exc:
+            from crossrank.errors import missing_extra
+
+            raise missing_extra("sentence-transformers (the 'st' baseline)", "torch") from exc
 
         ce = CrossEncoder(model, device="cpu")
         return lambda q, docs: [float(x) for x in ce.predict([(q, d) for d in docs], batch_size=32)]
@@ -319,6 +351,8 @@ def fidelity(
     """
     from crossrank.retrieval.beir import evaluate, first_stage_runs, load_beir
 
+    if queries < 1:  # --fidelity-queries 0: speed only (the BM25 candidates need crossrank[hybrid])
+        return {}
     skipped = unavailable if unavailable is not None else {}
     ds = load_beir(dataset)
     qs = ds.test_queries(queries)

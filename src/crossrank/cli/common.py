@@ -129,8 +129,12 @@ def pipeline(
     collection: str | None = None,
     hybrid: bool = False,
     with_model: bool = True,
+    **pipeline_options: Any,
 ) -> Pipeline:
-    """A ``Pipeline`` on the store arguments; with the model arguments' reranker when ``with_model``."""
+    """A ``Pipeline`` on the store arguments; with the model arguments' reranker when ``with_model``.
+
+    ``pipeline_options`` go to the ``Pipeline`` as they are (``late=``, ``late_candidates=``, ...).
+    """
     from crossrank.retrieval.chroma import DEFAULT_COLLECTION
     from crossrank.retrieval.pipeline import Pipeline
 
@@ -143,8 +147,60 @@ def pipeline(
         reranker=model(args) if with_model else None,
         create=create,
         hybrid=hybrid,
+        **pipeline_options,
         **kwargs,
     )
+
+
+def add_late_args(p: argparse.ArgumentParser, *, indexing: bool = False) -> argparse._ArgumentGroup:
+    """The late-interaction stage's model and store (``--late-interaction``, ``--late-store``)."""
+    g = p.add_argument_group(
+        "late interaction", "a multi-vector (ColBERT-style) model over token vectors stored beside the collection"
+    )
+    g.add_argument(
+        "--late-interaction",
+        default=None,
+        metavar="MODEL",
+        help="multi-vector model folder (sentence-transformers MultiVectorEncoder, PyLate or Stanford ColBERT)",
+    )
+    g.add_argument(
+        "--late-store",
+        default=None,
+        metavar="DIR",
+        help="where the token vectors live (default: <db>/crossrank-late/<collection>, or the user data dir "
+        "for a Chroma server)",
+    )
+    if indexing:
+        g.add_argument(
+            "--rebuild", action="store_true", help="empty the store first (to change the model, precision or pooling)"
+        )
+        g.add_argument(
+            "--late-precision",
+            default=None,
+            choices=("fp16", "int8"),
+            help="stored form (default: the store's, fp16 for a new one)",
+        )
+        g.add_argument(
+            "--late-pool-factor",
+            type=positive_int,
+            default=None,
+            help="store about 1/N of each document's token vectors (hierarchical pooling; default: all)",
+        )
+    return g
+
+
+def late_spec(args: argparse.Namespace) -> Any:
+    """``Pipeline(late=...)`` from the parsed late-interaction arguments (None without ``--late-interaction``)."""
+    model = getattr(args, "late_interaction", None)
+    if not model:
+        return None
+    precision = getattr(args, "late_precision", None)
+    pool = getattr(args, "late_pool_factor", None)
+    if precision is None and pool is None:
+        return model
+    from crossrank.late import LateInteractionScorer
+
+    return LateInteractionScorer(model, precision=precision, pool_factor=pool)
 
 
 def shorten(text: str, width: int) -> str:

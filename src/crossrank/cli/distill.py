@@ -2,6 +2,8 @@
 
 See :mod:`crossrank.training.distill` for the stages. A run is resumable: run the same command
 again after an interrupt and it continues from the last finished stage or checkpoint.
+``--late-interaction`` trains a ColBERT-style multi-vector student on the same data instead
+(:mod:`crossrank.training.late`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 from typing import Any
 
 from crossrank.cli import common
+from crossrank.errors import InvalidArgumentError
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -63,8 +66,43 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-seq-length", type=int, default=None, help="student tokens per text (default: its own)")
     p.add_argument("--no-reembed", action="store_true", help="train only; leave the collection as it is")
     p.add_argument("--no-swap", action="store_true", help="build the re-embedded collection beside the old one")
+    late = p.add_argument_group(
+        "late interaction",
+        "--late-interaction trains a ColBERT-style multi-vector student (sentence-transformers MultiVectorEncoder) "
+        "on the same queries, candidates and teacher scores, from the --student bi-encoder (default: the "
+        "collection's embedder); the collection is left as it is (store the student's document vectors with "
+        "`crossrank index --late-interaction OUT`)",
+    )
+    late.add_argument("--late-interaction", action="store_true", help="train a late-interaction student")
+    late.add_argument("--dim", type=int, default=None, help=f"token vector width (default {_LATE['dim']})")
+    late.add_argument(
+        "--query-length", type=int, default=None, help=f"query tokens, [MASK]-padded (default {_LATE['query_length']})"
+    )
+    late.add_argument(
+        "--document-length", type=int, default=None, help=f"document tokens (default {_LATE['document_length']})"
+    )
+    late.add_argument(
+        "--train-document-length",
+        type=int,
+        default=None,
+        help="cap document tokens during training only (faster steps; default: --document-length)",
+    )
+    late.add_argument(
+        "--projection-lr",
+        dest="projection_learning_rate",
+        type=float,
+        default=None,
+        help="learning rate of the token projection, which starts random (default: --lr)",
+    )
+    late.add_argument(
+        "--no-query-expansion", action="store_true", help="do not pad queries with [MASK] to --query-length"
+    )
     p.set_defaults(func=run)
     return p
+
+
+_LATE = {"dim": 128, "query_length": 32, "document_length": 256}
+_LATE_ONLY = ("dim", "query_length", "document_length", "train_document_length", "projection_learning_rate")
 
 
 def add_training_args(
@@ -110,6 +148,13 @@ def run(args: argparse.Namespace) -> int:
     from crossrank.training.common import keep_freed_memory
     from crossrank.training.distill import DistillConfig, distill
 
+    if args.late_interaction:
+        return _run_late(args)
+    given = [_flag(n) for n in _LATE_ONLY if getattr(args, n) is not None]
+    if given or args.no_query_expansion:
+        raise InvalidArgumentError(
+            f"{', '.join(given or ['--no-query-expansion'])}: options of --late-interaction (a multi-vector student)"
+        )
     keep_freed_memory()  # this process only trains: reuse freed activations (see the function)
 
     config = common.config_from_args(
@@ -136,6 +181,51 @@ def run(args: argparse.Namespace) -> int:
     elif swap:
         print(f"re-embedded collection: '{swap['collection']}' ({swap['count']} documents); the old one is unchanged")
     return 0
+
+
+def _run_late(args: argparse.Namespace) -> int:
+    """``--late-interaction``: train the multi-vector student and print where it is and how it did."""
+    from crossrank.retrieval.chroma import DEFAULT_COLLECTION
+    from crossrank.training.common import keep_freed_memory
+    from crossrank.training.late import LateDistillConfig, distill_late
+
+    if args.scale != 20.0:
+        raise InvalidArgumentError("--scale is the bi-encoder student's: MaxSim scores are not scaled")
+    if args.no_reembed or args.no_swap:
+        raise InvalidArgumentError(
+            "--no-reembed / --no-swap: a late-interaction run re-embeds nothing (the collection is left as it is)"
+        )
+    keep_freed_memory()  # this process only trains: reuse freed activations (see the function)
+    shape = {n: getattr(args, n) for n in _LATE_ONLY if getattr(args, n) is not None}
+    config = common.config_from_args(
+        LateDistillConfig,
+        args,
+        collection=args.collection or DEFAULT_COLLECTION,
+        reembed=False,
+        swap=False,
+        progress=not args.json,
+        query_expansion=not args.no_query_expansion,
+        **{**_LATE, **shape},
+    )
+    report = distill_late(config)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+        return 0
+    print(
+        f"late-interaction student saved to {report.out} ({report.steps} steps, loss {report.loss}"
+        f"{_losses(report.losses)})"
+    )
+    print(f"queries: {report.queries['train']} for training, {report.queries['held_out']} held out")
+    print(f"held-out MaxSim reranking: before {format_metrics(report.before)} → after {format_metrics(report.after)}")
+    for e in report.evaluations:
+        metrics = {k: v for k, v in e.items() if k not in ("step", "epoch")}
+        print(f"  step {e['step']} (epoch {e['epoch']:.2f}): {format_metrics(metrics)}")
+    print(f"store its document vectors beside the collection: crossrank index --late-interaction {report.out}")
+    return 0
+
+
+def _flag(field: str) -> str:
+    return "--projection-lr" if field == "projection_learning_rate" else f"--{field.replace('_', '-')}"
 
 
 def format_metrics(m: dict[str, float]) -> str:

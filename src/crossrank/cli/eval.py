@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -67,14 +68,32 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=["none"],
         help=f"rerank fusion with the first-stage rank, comma list from {', '.join(FUSION_CHOICES)} (default: none)",
     )
+    late = common.add_late_args(p)
+    late.add_argument(
+        "--late-candidates",
+        type=common.comma_list(common.positive_int, "positive integers"),
+        default=[100],
+        help="top-k of each first stage that late interaction reorders, comma list (default 100); the "
+        "cross-encoder then reranks late interaction's best --candidates (each depth below it: one row)",
+    )
     p.add_argument("--split", default="test")
     p.add_argument("--json", action="store_true", help="print every number as JSON")
+    p.add_argument(
+        "--plot",
+        default=None,
+        metavar="FILE",
+        help="also draw nDCG@10 against rerank depth (ms/query on a second axis) to FILE (.png or .svg; "
+        "needs crossrank[plot])",
+    )
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate and print the table (or the JSON report)."""
+    """Evaluate and print the table (or the JSON report); ``--plot`` also draws it."""
+    from crossrank.cli.plots import check_plot_path, plot_eval
+
+    plot = check_plot_path(args.plot) if getattr(args, "plot", None) else None  # before the long run
     report = run_eval(
         args.dataset,
         limit=args.limit,
@@ -93,8 +112,15 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         quantize=args.quantize,
         normalize=args.normalize,
+        late=args.late_interaction,
+        late_candidates=args.late_candidates,
+        late_store=args.late_store,
     )
     print(json.dumps(report) if args.json else format_report(report))
+    if plot is not None:
+        from crossrank.cpuinfo import describe
+
+        print(f"plot written to {plot_eval(report, plot, cpu=describe())}", file=sys.stderr)
     return 0
 
 
@@ -135,6 +161,9 @@ def run_eval(
     split: str = "test",
     progress: bool = True,
     observe: Observer | None = None,
+    late: str | None = None,
+    late_candidates: int | Sequence[int] = 100,
+    late_store: str | None = None,
     **reranker_kwargs: Any,
 ) -> dict[str, Any]:
     """Every first stage alone and under every (max_length, long_documents, fusion) rerank setting.
@@ -147,7 +176,9 @@ def run_eval(
     per first stage × depth × setting × fusion, in table order), ``first_stages`` (metrics and latency of
     each first stage alone) and the run's settings; a run of exactly one combination also carries
     the keys of a single-setting report (``first_stage``, ``fusion``, ``metrics``,
-    ``latency_ms``, ...), as before.
+    ``latency_ms``, ...), as before. ``late`` (a multi-vector model) adds late interaction's rows
+    at each of ``late_candidates`` and the three stages (see :mod:`crossrank.cli.eval_late`), and
+    the report's ``late`` entry (the store: size, time to index).
     """
     from tqdm.auto import tqdm
 
@@ -170,26 +201,30 @@ def run_eval(
         raise InvalidArgumentError("candidates needs at least one depth")
     for depth in depths:
         check_positive_int("candidates", depth)
-    deepest = depths[-1]
+    late_depths = sorted(_listed(late_candidates)) if late else []
+    for depth in late_depths:
+        check_positive_int("late_candidates", depth)
+    retrieved = sorted(set(depths) | set(late_depths))  # every depth some row reads the first stage at
+    deepest = retrieved[-1]
 
     ds = dataset if isinstance(dataset, BeirDataset) else load_beir(dataset, split)
     queries = ds.test_queries(limit)
     # Several collections (``collection="base,distilled"``): their dense and hybrid rows side by side,
     # labelled "dense · NAME", reranked through one score cache; BM25 does not depend on them.
     pipes = []
-    if any(s in ("dense", "hybrid") for s in sources):
+    if any(s in ("dense", "hybrid") for s in sources) or late:
         for coll in _listed(collection) if collection else [None]:
             pipes.append(
                 dense_pipeline(ds, embedder=embedder, db=db, chroma_url=chroma_url, collection=coll, progress=progress)
             )
     # runs_at[depth][source][qid]: each depth's own lists, as a pipeline with candidates=depth retrieves
     # them (a hybrid top 30 fuses two top-30 lists: not the first 30 of a fused top 100).
-    runs_at: dict[int, dict[str, dict[str, list[str]]]] = {d: {} for d in depths}
+    runs_at: dict[int, dict[str, dict[str, list[str]]]] = {d: {} for d in retrieved}
     seconds: dict[str, list[float]] = {}
     embedders: dict[str, str] = {}
     for n, p in enumerate(pipes or [None]):
         wanted = [s for s in sources if n == 0 or s != "bm25"]
-        for depth in reversed(depths):
+        for depth in reversed(retrieved):
             got, took_s = first_stage_runs(ds, queries, wanted, candidates=depth, dense=p)
             for s in wanted:
                 key = f"{s} · {p.collection_name}" if len(pipes) > 1 and s != "bm25" and p is not None else s
@@ -255,6 +290,28 @@ def run_eval(
                             "windows_per_doc": windows / docs if docs else 0.0,
                         }
                     )
+    late_info = None
+    if late:
+        from crossrank.cli.eval_late import late_rows
+
+        late_found, late_info = late_rows(
+            ds,
+            queries,
+            runs_at,
+            sources,
+            pipe=pipes[0],
+            late=late,
+            late_depths=late_depths,
+            ce_depths=depths,
+            reranker=next(iter(rerankers.values())),
+            long_documents=modes[0],
+            late_store=late_store,
+            db=db,
+            chroma_url=chroma_url,
+            progress=progress,
+            latency=_lat,
+        )
+        rows += late_found
     order = {s: i for i, s in enumerate(sources)}
     rows.sort(key=lambda r: order[r["first_stage"]])  # stable: settings and fusions keep their order
     rr0 = next(iter(rerankers.values()))
@@ -270,6 +327,8 @@ def run_eval(
         "first_stages": first,
         "rows": rows,
     }
+    if late_info is not None:
+        report["late"] = late_info
     if len(rows) == 1:
         row = rows[0]
         report.update(
@@ -310,8 +369,9 @@ def format_report(r: dict[str, Any]) -> str:
         )
         for row in (x for x in r["rows"] if x["first_stage"] == stage):
             m = row["metrics"]
+            setting = row.get("label") or f"{row['long_documents']} {row['max_length']}{top(row)}"
             lines.append(
-                f"| {stage} | {row['long_documents']} {row['max_length']}{top(row)} | {row['fusion']} | "
+                f"| {stage} | {setting} | {row['fusion']} | "
                 f"{m['ndcg@10']:.4f} | "
                 f"{m['recall@10']:.3f} | {row['rerank_ms']['p50']:.0f} |"
             )
@@ -333,7 +393,18 @@ def format_report(r: dict[str, Any]) -> str:
         ),
     ]
     seen: set[tuple[Any, ...]] = set()
+    if r.get("late"):
+        li = r["late"]
+        lines.append(
+            f"late interaction: {Path(li['model']).name}, {li['dim']}-dim {li['precision']} vectors"
+            + (f" pooled by {li['pool_factor']}" if li.get("pool_factor") else "")
+            + f", {li['chunks']} documents in {li['store_bytes'] / 1e6:.1f} MB (this run encoded {li['encoded']} "
+            f"in {li['seconds']:.1f}s); its rows time encoding the query, reading the candidates' stored vectors "
+            "and MaxSim (and the cross-encoder on its top k)"
+        )
     for row in r["rows"]:
+        if row.get("stage"):
+            continue
         key = (row["max_length"], row["long_documents"], row.get("candidates"))
         if key in seen:
             continue

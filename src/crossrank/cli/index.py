@@ -1,4 +1,9 @@
-"""``crossrank index``: chunk .txt/.md/.jsonl files into a Chroma collection (re-indexing replaces)."""
+"""``crossrank index``: chunk .txt/.md/.jsonl files into a Chroma collection (re-indexing replaces).
+
+``--late-interaction MODEL`` also stores every chunk's token vectors beside the collection (see
+:mod:`crossrank.retrieval.late_stage`); without paths it only brings those vectors in step with the
+collection as it is (``--rebuild`` starts them over).
+"""
 
 from __future__ import annotations
 
@@ -14,8 +19,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "index", help="index .txt/.md/.jsonl files into a Chroma collection"
     )
-    p.add_argument("paths", nargs="+")
+    p.add_argument("paths", nargs="*", help="files or folders (optional with --late-interaction)")
     common.add_store_args(p)
+    common.add_late_args(p, indexing=True)
     p.add_argument("--chunk-size", type=int, default=1000, help="characters per chunk (default 1000)")
     p.add_argument(
         "--overlap", type=int, default=None, help="characters shared by neighbouring chunks (default: a fifth)"
@@ -28,11 +34,40 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Index the paths; report files, chunks and stale chunks removed (one line, or JSON)."""
-    pipe = common.pipeline(args, create=True, with_model=False)
+    from crossrank.errors import InvalidArgumentError
+
+    late = common.late_spec(args)
+    if not args.paths and late is None:
+        raise InvalidArgumentError("name the files or folders to index (or --late-interaction MODEL to store vectors)")
+    if args.rebuild and late is None:
+        raise InvalidArgumentError("--rebuild rebuilds the late-interaction vectors: add --late-interaction MODEL")
+    extra = {"late": late, "late_store": args.late_store} if late is not None else {}
+    pipe = common.pipeline(args, create=bool(args.paths), with_model=False, **extra)
+    progress = not args.json and not args.quiet
+    if not args.paths or args.rebuild:
+        sync = pipe.index_late(rebuild=args.rebuild, progress=progress)
+        if args.paths:
+            overlap = args.overlap if args.overlap is not None else args.chunk_size // 5
+            rep = pipe.index_paths(args.paths, chunk_size=args.chunk_size, overlap=overlap, progress=progress)
+            sync = rep.late or sync
+            return _report(args, rep, sync, pipe)
+        return _report(args, None, sync, pipe)
     overlap = args.overlap if args.overlap is not None else args.chunk_size // 5
-    rep = pipe.index_paths(
-        args.paths, chunk_size=args.chunk_size, overlap=overlap, progress=not args.json and not args.quiet
-    )
+    rep = pipe.index_paths(args.paths, chunk_size=args.chunk_size, overlap=overlap, progress=progress)
+    return _report(args, rep, rep.late, pipe)
+
+
+def _report(args: argparse.Namespace, rep: Any, sync: Any, pipe: Any) -> int:
+    """One line per part (chunks into Chroma, vectors into the late store), or one JSON object."""
+    late = None
+    if sync is not None:
+        late = {**sync.to_dict(), "store": str(pipe.late.store_path)}
+    if rep is None:
+        if args.json:
+            print(json.dumps({"late": late}))
+        else:
+            print(_late_line(sync))
+        return 0
     out = {
         "files": rep.files,
         "chunks": rep.chunks,
@@ -41,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         "total_in_collection": rep.count,
         "seconds": round(rep.seconds, 2),
     }
+    if late is not None:
+        out["late"] = late
     if args.json:
         print(json.dumps(out))
     else:
@@ -48,4 +85,13 @@ def run(args: argparse.Namespace) -> int:
             f"indexed {rep.chunks} chunks from {rep.files} files into '{rep.collection}' "
             f"({rep.count} in collection, {rep.removed} stale chunks removed) in {rep.seconds:.1f}s"
         )
+        if sync is not None:
+            print(_late_line(sync))
     return 0
+
+
+def _late_line(sync: Any) -> str:
+    return (
+        f"late-interaction vectors: {sync.chunks} chunks ({sync.encoded} encoded, {sync.unchanged} unchanged, "
+        f"{sync.deleted} removed), store {sync.store_bytes / 1e6:.1f} MB, {sync.seconds:.1f}s"
+    )

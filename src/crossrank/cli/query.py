@@ -20,12 +20,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     common.add_store_args(p)
     common.add_model_args(p)
     p.add_argument("--top-n", type=int, default=10)
-    p.add_argument("--candidates", type=int, default=100)
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=100,
+        help="first-stage candidates the cross-encoder reranks (default 100); with --late-interaction, how many "
+        "of late interaction's best it reranks (0: late interaction alone)",
+    )
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--hybrid", action="store_true", help="fuse BM25 with the dense first stage (reciprocal rank)")
     p.add_argument("--where", default=None, help='metadata filter as JSON, e.g. \'{"source": "a.md"}\'')
     p.add_argument("--where-document", default=None, help='document filter as JSON, e.g. \'{"$contains": "aspirin"}\'')
     p.add_argument("--json", action="store_true")
+    late = common.add_late_args(p)
+    late.add_argument(
+        "--late-candidates",
+        type=common.positive_int,
+        default=200,
+        help="first-stage candidates late interaction reorders (default 200)",
+    )
     g = p.add_argument_group("LLM stage", "let an LLM reorder the cross-encoder's best candidates")
     g.add_argument(
         "--llm",
@@ -36,7 +49,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--llm-model", default=None, help="served model name (default: the server's first model)")
     g.add_argument("--llm-mode", default="listwise", choices=("listwise", "pointwise"))
     g.add_argument("--llm-top-k", type=int, default=10, help="how many of the cross-encoder's best the LLM reorders")
-    g.add_argument("--llm-timeout", type=float, default=60.0, help="seconds per LLM request")
+    g.add_argument(
+        "--llm-timeout", type=float, default=180.0, help="seconds per LLM request (default 180: time to think first)"
+    )
+    g.add_argument(
+        "--llm-max-tokens",
+        type=int,
+        default=None,
+        help="completion budget per LLM request (default: the answer plus room for a thinking model to reason)",
+    )
     g.add_argument(
         "--llm-api-key",
         default=os.environ.get("CROSSRANK_LLM_API_KEY"),
@@ -83,7 +104,11 @@ def run(args: argparse.Namespace) -> int:
     """Search once and print the hits."""
     where = _filter(args.where)
     where_doc = _filter(args.where_document)
-    pipe = common.pipeline(args, create=False, hybrid=args.hybrid)
+    late = common.late_spec(args)
+    extra = {"late": late, "late_candidates": args.late_candidates, "late_store": args.late_store} if late else {}
+    pipe = common.pipeline(args, create=False, hybrid=args.hybrid, **extra)
+    if late is not None and getattr(args, "llm", None):
+        raise InvalidArgumentError("--late-interaction and --llm cannot be combined yet: pick one extra stage")
     if getattr(args, "llm", None):
         return _run_with_llm(args, pipe, where, where_doc)
     res = pipe.search(
@@ -98,6 +123,16 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(res.to_dict(), ensure_ascii=False))
     else:
         print_results(res)
+        if late is not None:
+            print(
+                f"late interaction ({args.late_interaction}) reordered the first stage's {res.candidates}; "
+                + (
+                    f"the cross-encoder reranked its best {args.candidates} (their scores are the cross-encoder's, "
+                    "the rest late interaction's MaxSim)"
+                    if args.candidates
+                    else "scores are its MaxSim"
+                )
+            )
     return 0
 
 
@@ -111,7 +146,12 @@ def _run_with_llm(args: argparse.Namespace, pipe: Any, where: Any, where_doc: An
     if args.llm_top_k < 1:
         raise InvalidArgumentError(f"--llm-top-k must be >= 1, got {args.llm_top_k}")
     scorer = LLMScorer(
-        args.llm, model=args.llm_model, api_key=args.llm_api_key, mode=args.llm_mode, timeout_s=args.llm_timeout
+        args.llm,
+        model=args.llm_model,
+        api_key=args.llm_api_key,
+        mode=args.llm_mode,
+        timeout_s=args.llm_timeout,
+        max_completion_tokens=args.llm_max_tokens,
     )
     cascade = Cascade([(pipe.reranker, None), (Reranker(scorer), args.llm_top_k)])
     t0 = time.perf_counter()
@@ -129,12 +169,14 @@ def _run_with_llm(args: argparse.Namespace, pipe: Any, where: Any, where_doc: An
         print(json.dumps(d, ensure_ascii=False))
         return 0
     print_results(res)
-    failed = len(llm.get("failures", ()))
+    failures = llm.get("failures") or []
+    failed = len(failures)
     print(
         f"LLM stage ({args.llm_mode}, top {args.llm_top_k}, {llm.get('model', args.llm)}): "
         f"{llm.get('llm_calls', 0)} calls, {llm.get('prompt_tokens', 0)} prompt + "
         f"{llm.get('completion_tokens', 0)} completion tokens"
         + (f", {failed} prompt(s) failed (kept the cross-encoder order there)" if failed else "")
+        + (f" - {failures[0]['reason']}" if failed else "")
         + "; scores of the top rows are the LLM's, the rest the cross-encoder's"
     )
     return 0

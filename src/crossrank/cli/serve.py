@@ -2,12 +2,15 @@
 
 Binds 127.0.0.1 by default; an API key (``--api-key`` or ``$CROSSRANK_API_KEY``) is required by
 every route but ``/health`` when set. ``--ray --replicas N`` runs the same app on Ray Serve.
+``--late-interaction MODEL`` (or a ``--model`` folder that is a multi-vector model) serves a
+late-interaction model on the same routes: scores are MeanMaxSim, ``relevance_score`` its sigmoid.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
+import os
 from typing import Any
 
 from crossrank.backends.table import BACKEND_CHOICES, QUANTIZE_CHOICES
@@ -38,10 +41,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     m.add_argument("--max-wait-ms", type=float, default=3.0, help="micro-batch wait for concurrent requests")
     m.add_argument(
+        "--late-interaction",
+        default=None,
+        metavar="MODEL",
+        help="serve a multi-vector (ColBERT-style) model instead of a cross-encoder (a --model folder of one is "
+        "detected); scores are MeanMaxSim (mean over query tokens of the best cosine), relevance_score its sigmoid",
+    )
+    m.add_argument(
+        "--late-store",
+        default=None,
+        metavar="DIR",
+        help="a late-interaction store (crossrank index --late-interaction) whose stored vectors documents "
+        "with the same text reuse, opened read-only",
+    )
+    m.add_argument(
         "--served-model-name",
         action="append",
         default=[],
-        help="a name requests may give in 'model' (repeatable; default: --model and its last path part)",
+        help="the model name in responses, and one requests may give in 'model' (repeatable; the first is "
+        "reported; the folder name or Hub id of --model is always accepted, its path never)",
     )
     m.add_argument(
         "--ignore-model-field", action="store_true", help="accept any 'model' value (it never loads anything)"
@@ -57,6 +75,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     n.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds to finish requests on shutdown")
     n.add_argument("--no-docs", action="store_true", help="turn off /docs and /openapi.json")
     n.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    n.add_argument(
+        "--log-format",
+        default="text",
+        choices=("text", "json"),
+        help="log lines as text or JSON objects, one per line (access lines carry method, route, status, "
+        "latency_ms, documents, tokens, request_id)",
+    )
+    n.add_argument("--no-access-log", action="store_true", help="no log line per request")
     r = p.add_argument_group("Ray Serve (pip install 'crossrank[ray]')")
     r.add_argument("--ray", action="store_true", help="serve on Ray Serve replicas instead of one process")
     r.add_argument("--replicas", type=int, default=1)
@@ -81,6 +107,8 @@ def settings_from(args: argparse.Namespace, model: str) -> Any:
         max_concurrent=args.max_concurrent,
         request_timeout_s=args.timeout,
         docs=not args.no_docs,
+        access_log=not args.no_access_log,
+        log_format=args.log_format,
     )
 
 
@@ -89,16 +117,63 @@ def reranker_options(args: argparse.Namespace) -> dict[str, Any]:
     return common.reranker_kwargs(args, (*common.MODEL_OPTIONS, "device", "max_wait_ms"))
 
 
-def run(args: argparse.Namespace) -> int:
-    """Load the model and serve until Ctrl-C / SIGTERM."""
-    model = common.model(args)
-    settings = settings_from(args, model)
-    if args.host not in LOOPBACK and settings.api_key is None:
-        print(
-            f"crossrank serve: warning: binding {args.host} without an API key; anyone who can reach this port "
-            "can use the model (set --api-key or $CROSSRANK_API_KEY)",
-            file=sys.stderr,
+def late_model(args: argparse.Namespace, model: str) -> str | None:
+    """The late-interaction model to serve: ``--late-interaction``, or ``--model`` when it is a multi-vector folder."""
+    if getattr(args, "late_interaction", None):
+        return str(args.late_interaction)
+    if getattr(args, "model", None):
+        from crossrank.late import is_multi_vector_folder
+
+        return model if is_multi_vector_folder(model) else None
+    return None
+
+
+def late_reranker(args: argparse.Namespace, model: str) -> Any:
+    """A ``Reranker`` over a late-interaction scorer: MeanMaxSim, so ``relevance_score`` (its sigmoid) never saturates.
+
+    MaxSim sums one cosine per query token, so it grows with the query's length and its sigmoid
+    reaches 1.0 for long queries; the mean (the same order for every query) stays in [-1, 1].
+    """
+    from crossrank.errors import InvalidArgumentError
+    from crossrank.late import LateInteractionScorer, LateVectorStore
+    from crossrank.reranker import Reranker
+
+    if args.long_documents != "truncate":
+        raise InvalidArgumentError(
+            "--long-documents windows does not apply to late interaction (each document is read once, up to its "
+            "document length)"
         )
+    store = LateVectorStore(args.late_store, readonly=True) if args.late_store else None
+    return Reranker(LateInteractionScorer(model, store=store, similarity="meanmaxsim", device=args.device))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model and serve until Ctrl-C / SIGTERM.
+
+    Everything the server writes goes through its log (stderr), so ``--log-format json`` gives
+    JSON lines only: Python warnings are logged too, and download/load progress bars are off.
+    """
+    from crossrank.server.access import configure_logging
+
+    if args.log_format == "json":
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when transformers is imported
+    model = common.model(args)
+    late = late_model(args, model)
+    if late is not None:
+        model = late
+    settings = settings_from(args, model)
+    configure_logging(args.log_level, settings.log_format, access=settings.access_log)
+    log = logging.getLogger("crossrank.server")
+    if args.host not in LOOPBACK and settings.api_key is None:
+        log.warning(
+            "binding %s without an API key; anyone who can reach this port can use the model "
+            "(set --api-key or $CROSSRANK_API_KEY)",
+            args.host,
+        )
+    if args.ray and late is not None:
+        from crossrank.errors import InvalidArgumentError
+
+        raise InvalidArgumentError("--ray serves cross-encoders only; serve a late-interaction model without --ray")
     if args.ray:
         from crossrank.server.ray import build_app, serve_blocking
 
@@ -118,8 +193,14 @@ def run(args: argparse.Namespace) -> int:
     from crossrank.reranker import Reranker
     from crossrank.server.run import serve
 
-    reranker = Reranker(model, **reranker_options(args))
-    print(f"crossrank serve: {model} on http://{args.host}:{args.port} (docs: /docs, health: /health)", file=sys.stderr)
+    reranker = late_reranker(args, late) if late is not None else Reranker(model, **reranker_options(args))
+    log.info(
+        "serving %s as %r on http://%s:%d (docs: /docs, health: /health)",
+        model,
+        settings.model_name,
+        args.host,
+        args.port,
+    )
     serve(
         reranker,
         settings,

@@ -5,6 +5,13 @@ With ``llm=`` (the framework's own LLM object, an OpenAI-compatible URL, or a re
 :class:`~crossrank.cascade.Cascade`: the cross-encoder ranks every candidate, then the LLM reorders
 its top ``llm_top_k``; ``top_n`` / ``threshold`` / ``normalize`` keep their meaning (the threshold
 applies to the cross-encoder's scores, before the LLM sees anything).
+
+``reranker=`` also takes a ready :class:`~crossrank.cascade.Cascade`, e.g. late interaction over
+every candidate then the cross-encoder over its best 30 (``Cascade([(late, None), (Reranker(ce),
+30)])``); ``threshold`` / ``normalize`` then apply to its first stage, and ``llm=`` appends the LLM
+after its last stage. Candidates that came from a Chroma collection crossrank indexed with
+``--late-interaction`` find their stored token vectors by the hash of their text (the Document's
+``page_content`` / the node's text), so the adapters pass no ids.
 """
 
 from __future__ import annotations
@@ -56,14 +63,19 @@ class RerankOptions(BaseModel):
     _reranker: Reranker = PrivateAttr()
     _cascade: Cascade | None = PrivateAttr(default=None)
 
-    def __init__(self, *, reranker: Reranker | None = None, **data: Any) -> None:
+    def __init__(self, *, reranker: Reranker | Cascade | None = None, **data: Any) -> None:
         if reranker is not None and "model" not in data:
             data["model"] = reranker.model_name
         super().__init__(**data)
         check_output_options(self.top_n, self.threshold, self.normalize)
-        self._reranker = reranker or Reranker(self.model, normalize=self.normalize, **self.reranker_kwargs)
+        given = reranker if isinstance(reranker, Cascade) else None
+        first = given.stages[0].reranker if given is not None else reranker
+        assert first is None or isinstance(first, Reranker)
+        self._reranker = first or Reranker(self.model, normalize=self.normalize, **self.reranker_kwargs)
+        self._cascade = given
         if self.llm is not None:
-            self._cascade = Cascade([(self._reranker, None), (self._llm_reranker(), self.llm_top_k)])
+            stages = list(given.stages) if given is not None else [(self._reranker, None)]
+            self._cascade = Cascade([*stages, (self._llm_reranker(), self.llm_top_k)])
 
     def _llm_reranker(self) -> Reranker:
         """The second stage from ``llm``: a Reranker as given, else one over an LLMScorer."""
@@ -84,7 +96,7 @@ class RerankOptions(BaseModel):
 
     @property
     def cascade(self) -> Cascade | None:
-        """The cross-encoder -> LLM cascade when ``llm`` is set, else None."""
+        """The cascade this adapter runs (``reranker=`` a Cascade, or cross-encoder -> LLM with ``llm``), else None."""
         return self._cascade
 
     def _rerank(self, query: str, candidates: Sequence[Candidate]) -> RankedResults:

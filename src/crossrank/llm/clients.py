@@ -14,6 +14,13 @@ timeout abandon a hung call instead of waiting for it. The framework model's own
 (temperature, max tokens, logprobs) apply; token log-probabilities are read when the response
 carries them (e.g. ``ChatOpenAI(logprobs=True, top_logprobs=10)``). The HTTP client asks for
 ``temperature=0``, ``max_tokens`` and, when wanted, ``logprobs`` itself.
+
+Every reply also says why generation stopped where the LLM tells (``finish_reason``: OpenAI's
+``length``, Anthropic's and Bedrock's ``max_tokens``, Gemini's ``MAX_TOKENS``, Ollama's
+``done_reason``), the reasoning a server returned apart from the answer (vLLM / llama.cpp
+``reasoning_content``, Ollama ``reasoning``, LangChain thinking blocks, LlamaIndex
+``ThinkingBlock``) and the completion budget that applied, so an answer cut off while the model
+was still thinking is reported as such rather than as nonsense.
 """
 
 from __future__ import annotations
@@ -37,6 +44,12 @@ T = TypeVar("T")
 # Exception names (of any framework or SDK) that mean "try again": rate limits, timeouts, overload.
 _TRANSIENT_NAMES = ("timeout", "ratelimit", "rate_limit", "connection", "unavailable", "overloaded", "tryagain")
 _TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+# Finish reasons (lower-cased) meaning "the completion budget ran out": OpenAI-compatible servers, TGI, Ollama
+# ("length"), Anthropic / Bedrock ("max_tokens"), Gemini ("MAX_TOKENS"), Responses-style APIs.
+CUT_OFF_REASONS = frozenset({"length", "max_tokens", "max_output_tokens", "max_new_tokens", "model_length"})
+_FINISH_KEYS = ("finish_reason", "stop_reason", "done_reason", "stopReason")
+# Where framework models keep their completion budget.
+_BUDGET_ATTRS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "max_new_tokens", "num_predict")
 
 
 class LLMError(CrossrankError, RuntimeError):
@@ -57,12 +70,23 @@ class LLMReply:
 
     Token counts are None when the LLM did not report them; ``top_logprobs`` has one entry per
     generated token (the generated token first, then the alternatives) when it reported them.
+    ``finish_reason`` is why generation stopped, as the LLM said it (None: not said);
+    ``reasoning`` the reasoning text a server returned apart from the answer (not parsed);
+    ``max_tokens`` the completion budget that applied, where known.
     """
 
     text: str
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     top_logprobs: TopLogprobs | None = None
+    finish_reason: str | None = None
+    reasoning: str | None = None
+    max_tokens: int | None = None
+
+    @property
+    def cut_off(self) -> bool:
+        """Whether the answer stopped because the completion budget ran out."""
+        return self.finish_reason is not None and self.finish_reason.lower() in CUT_OFF_REASONS
 
 
 @runtime_checkable
@@ -145,6 +169,51 @@ def _openai_logprobs(content: Any) -> list[list[tuple[str, float]]] | None:
                 alts.append((str(alt.get("token", "")), float(alt.get("logprob", float("-inf")))))
         out.append(alts)
     return out
+
+
+def _finish_reason(*sources: Any) -> str | None:
+    """Why generation stopped, from the first source that says: a mapping or object with a finish /
+    stop / done reason, directly or in its first ``choices`` entry (OpenAI objects and dicts)."""
+    for src in sources:
+        if src is None:
+            continue
+        for key in _FINISH_KEYS:
+            value = src.get(key) if isinstance(src, Mapping) else getattr(src, key, None)
+            if isinstance(value, str) and value:
+                return value
+            value = getattr(value, "value", None)  # enums (Gemini's FinishReason)
+            if isinstance(value, str) and value:
+                return value
+        choices = src.get("choices") if isinstance(src, Mapping) else getattr(src, "choices", None)
+        if isinstance(choices, Sequence) and not isinstance(choices, str) and choices:
+            found = _finish_reason(choices[0])
+            if found:
+                return found
+    return None
+
+
+def _reasoning_text(*parts: Any) -> str | None:
+    """Reasoning returned apart from the answer: strings, or content blocks of type thinking / reasoning."""
+    out: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            out.append(part)
+        elif isinstance(part, list):
+            for block in part:
+                if isinstance(block, Mapping) and block.get("type") in ("thinking", "reasoning", "redacted_thinking"):
+                    text = block.get("thinking") or block.get("reasoning") or block.get("text") or block.get("summary")
+                    out.append(text if isinstance(text, str) else "(reasoning)")
+    text = "".join(out)
+    return text or None
+
+
+def _framework_budget(llm: Any) -> int | None:
+    """The completion budget a framework model is set to, where it exposes one."""
+    for attr in _BUDGET_ATTRS:
+        value = getattr(llm, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 def _text_content(content: Any) -> str:
@@ -282,11 +351,15 @@ class OpenAICompatibleClient:
             raise LLMCallError(f"unexpected response shape from {self.url}: {shape}", transient=False) from exc
         usage = data.get("usage") or {}
         logprobs = choice.get("logprobs") or {}
+        message = choice["message"]
         return LLMReply(
             text=text,
             prompt_tokens=_int(usage.get("prompt_tokens")),
             completion_tokens=_int(usage.get("completion_tokens")),
             top_logprobs=_openai_logprobs(logprobs.get("content")) if isinstance(logprobs, Mapping) else None,
+            finish_reason=_finish_reason(choice),
+            reasoning=_reasoning_text(message.get("reasoning_content"), message.get("reasoning")),
+            max_tokens=_int(body.get("max_tokens")),
         )
 
 
@@ -326,27 +399,39 @@ class LangChainClient(_FrameworkClient):
     backend = "langchain"
 
     def __init__(self, llm: Any) -> None:
-        from langchain_core.language_models import BaseChatModel
+        from langchain_core.language_models import BaseChatModel, BaseLLM
 
         super().__init__(llm)
         self.chat = isinstance(llm, BaseChatModel)
+        self.string_llm = isinstance(llm, BaseLLM)
 
     def _call(self, messages: Messages) -> LLMReply:
+        budget = _framework_budget(self.llm)
         if not self.chat:
-            out = self.llm.invoke("\n\n".join(c for _, c in messages))
-            return LLMReply(text=_text_content(getattr(out, "content", out)))
+            prompt = "\n\n".join(c for _, c in messages)
+            if self.string_llm:  # generate(), unlike invoke(), keeps the generation info (finish_reason)
+                gen = self.llm.generate([prompt]).generations[0][0]
+                info = gen.generation_info or {}
+                return LLMReply(text=gen.text, finish_reason=_finish_reason(info), max_tokens=budget)
+            out = self.llm.invoke(prompt)
+            return LLMReply(text=_text_content(getattr(out, "content", out)), max_tokens=budget)
         from langchain_core.messages import HumanMessage, SystemMessage
 
         msgs = [SystemMessage(content=c) if r == "system" else HumanMessage(content=c) for r, c in messages]
         out = self.llm.invoke(msgs)
         usage = getattr(out, "usage_metadata", None) or {}
         meta = getattr(out, "response_metadata", None) or {}
+        extra = getattr(out, "additional_kwargs", None) or {}
         logprobs = meta.get("logprobs")
+        content = getattr(out, "content", out)
         return LLMReply(
-            text=_text_content(getattr(out, "content", out)),
+            text=_text_content(content),
             prompt_tokens=_int(usage.get("input_tokens")),
             completion_tokens=_int(usage.get("output_tokens")),
             top_logprobs=_openai_logprobs(logprobs.get("content")) if isinstance(logprobs, Mapping) else None,
+            finish_reason=_finish_reason(meta),
+            reasoning=_reasoning_text(extra.get("reasoning_content"), content if isinstance(content, list) else None),
+            max_tokens=budget,
         )
 
 
@@ -364,11 +449,19 @@ class LlamaIndexClient(_FrameworkClient):
         top = None
         if logprobs:
             top = [[(str(lp.token), float(lp.logprob)) for lp in pos] for pos in logprobs if pos]
+        message = out.message
+        extra = getattr(message, "additional_kwargs", None) or {}
+        thinking = [b.content for b in getattr(message, "blocks", []) if type(b).__name__ == "ThinkingBlock"]
         return LLMReply(
-            text=_text_content(getattr(out.message, "content", "")),
+            text=_text_content(getattr(message, "content", "")),
             prompt_tokens=usage[0],
             completion_tokens=usage[1],
             top_logprobs=top or None,
+            finish_reason=_finish_reason(getattr(out, "raw", None), getattr(out, "additional_kwargs", None)),
+            reasoning=_reasoning_text(
+                *(t for t in thinking if t), extra.get("reasoning_content"), extra.get("thinking")
+            ),
+            max_tokens=_framework_budget(self.llm),
         )
 
 

@@ -16,13 +16,27 @@ gives an order, not scores: the raw score is synthetic, ``n - position`` for ``n
 (best = n, worst = 1; ``ScorerInfo.scale == "rank"``), so ``normalize="minmax"`` maps it onto
 [0, 1] and thresholds are on positions, not on relevance.
 
+**Reading answers** (:mod:`crossrank.llm.parsing`): a listwise answer's ranking is the explicit
+ranking it states (a ``>`` chain, a "ranking:" / "final" line, a numbered list, a JSON array, a
+markdown table...), the last complete one; reasoning blocks are skipped, and a number in prose is
+never taken for an id, so a refusal ("I can't rank these 10 passages") is a failure, not ``[10]``.
+
+**Thinking models**: unless ``max_completion_tokens`` is set, each request's completion budget is
+the answer's size plus :data:`THINKING_TOKENS` for a model that reasons first, capped so prompt
+and completion fit a :data:`CONTEXT_TOKENS` context (vLLM and TGI reject a request that does not
+fit the model's context). It is a cap, not a cost: a model that answers at once stops there. An
+answer cut off by the budget (``finish_reason == "length"`` or the frameworks' equivalents, or an
+unclosed ``<think>`` block) is reported as such: "the answer was cut off by the completion budget
+(max_tokens=N) while thinking; raise max_tokens".
+
 **Failures never lose the ranking** (unless ``strict=True``): a prompt whose call fails after
 ``retries`` (transient errors: timeouts, connection errors, rate limits, 5xx), times out, is over
-the call budget or gets an unusable answer keeps the incoming order for its window (listwise) or
-gives its candidates the score ``scale[0] - 1``, below every rating, so they follow the rated ones
-in incoming order (pointwise). Every such prompt is listed in ``failures``. Ids missing from a
-listwise answer keep their previous order after the listed ones; duplicate and unknown ids are
-ignored; all three are counted.
+the call budget or gets an unusable answer (no ranking, a refusal, empty, cut off) keeps the
+incoming order for its window (listwise) or gives its candidates the score ``scale[0] - 1``, below
+every rating, so they follow the rated ones in incoming order (pointwise). Every such prompt is
+listed in ``failures``. Ids missing from a listwise answer keep their previous order after the
+listed ones (or where the ranking left a ``...`` gap); duplicate and unknown ids are ignored; all
+three are counted.
 
 Every call reports, in ``Scored.details`` (``RerankStats.scorer`` through the Reranker): ``mode``,
 ``model``, ``backend``, ``prompts`` (planned), ``llm_calls`` (requests sent, retries included),
@@ -30,7 +44,8 @@ Every call reports, in ``Scored.details`` (``RerankStats.scorer`` through the Re
 else estimated; ``tokens_estimated`` counts the requests estimated), ``failures`` (``where``:
 ``{"window": [start, end]}`` positions in the incoming order, or ``{"candidates": [...]}``;
 ``reason``; ``answer``: the start of an unusable answer), ``missing_ids``, ``duplicate_ids``,
-``unknown_ids``, ``trimmed_documents``, ``llm_ms``; pointwise also ``rated_by_logprobs`` and
+``unknown_ids``, ``trimmed_documents``, ``cut_off_answers`` (answers that hit the completion budget,
+used or not), ``llm_ms``; pointwise also ``rated_by_logprobs`` and
 ``unrated`` (candidates left with the fallback score). Candidate numbers are 0-based positions in
 the texts the scorer was given.
 """
@@ -52,13 +67,27 @@ import numpy as np
 
 from crossrank.errors import InvalidArgumentError
 from crossrank.llm.clients import LLMClient, LLMError, LLMReply, as_client, is_transient
-from crossrank.llm.parsing import expected_rating, parse_permutation, parse_ratings
+from crossrank.llm.parsing import answer_problem, expected_rating, parse_permutation, parse_ratings
 from crossrank.llm.prompts import LLMPrompts, Prompt, TokenCounter, approx_tokens, render
 from crossrank.scoring.base import Scored, ScorerInfo, ScoreSettings, ScoreStats
 
 T = TypeVar("T")
 MODES = ("listwise", "pointwise")
 _ANSWER_CHARS = 200
+THINKING_TOKENS = 4096  # room in the default completion budget for a model that reasons before it answers
+CONTEXT_TOKENS = 8192  # the default budget keeps prompt + completion within a context this size
+_FRAMEWORKS = {"langchain": "LangChain", "llama-index": "LlamaIndex"}
+
+
+def default_completion_tokens(answer_tokens: int, prompt_tokens: int) -> int:
+    """The completion budget sent when ``max_completion_tokens`` is not set.
+
+    ``answer_tokens`` (the answer itself) plus :data:`THINKING_TOKENS`, capped so the prompt (its
+    estimate plus 10%, as estimates undercount) and the completion fit :data:`CONTEXT_TOKENS`,
+    and never below ``answer_tokens``.
+    """
+    room = CONTEXT_TOKENS - math.ceil(prompt_tokens * 1.1)
+    return max(answer_tokens, min(answer_tokens + THINKING_TOKENS, room))
 
 
 def plan_windows(n: int, window: int, step: int) -> list[tuple[int, int]]:
@@ -118,6 +147,7 @@ class _Run:
     missing: int = 0
     duplicates: int = 0
     unknown: int = 0
+    cut_off: int = 0
     by_logprobs: int = 0
     llm_s: float = 0.0
     trimmed: set[int] = field(default_factory=set)
@@ -145,7 +175,8 @@ class LLMScorer:
     rating when the LLM returns them), ``prompts`` (:class:`~crossrank.llm.LLMPrompts`) and
     ``instruction``. Budget per scoring call: ``max_calls`` (requests, retries included),
     ``max_prompt_tokens`` (per request; passages are trimmed to fit), ``max_completion_tokens``
-    (sent to HTTP servers; default from the mode and prompt size), ``timeout_s`` (per request),
+    (sent to HTTP servers; default :func:`default_completion_tokens`: the answer's size plus room
+    to think first), ``timeout_s`` (per request; the default leaves a thinking model time to think),
     ``total_timeout_s`` (whole call), ``max_concurrency`` (pointwise requests in flight),
     ``retries`` / ``retry_backoff_s`` (transient errors, exponential backoff). ``count_tokens``
     (``str -> int``) replaces the token estimate used for the budget. ``strict=True`` raises
@@ -169,7 +200,7 @@ class LLMScorer:
         max_calls: int | None = None,
         max_prompt_tokens: int | None = 4096,
         max_completion_tokens: int | None = None,
-        timeout_s: float | None = 60.0,
+        timeout_s: float | None = 180.0,
         total_timeout_s: float | None = None,
         max_concurrency: int = 4,
         retries: int = 2,
@@ -281,14 +312,16 @@ class LLMScorer:
             sub = order[start:end]
             where = {"window": [start, end]}
             prompt = self._render(run, self.prompts.listwise, query, texts, sub)
-            reply = await self._call(run, prompt, where, max_tokens=6 * len(sub) + 32, top_logprobs=0)
+            budget = default_completion_tokens(6 * len(sub) + 32, prompt.tokens)
+            reply = await self._call(run, prompt, where, max_tokens=budget, top_logprobs=0)
             if reply is None:
                 continue
-            perm = parse_permutation(reply.text, len(sub))
+            perm = parse_permutation(reply.text, len(sub), cut_off=reply.cut_off)
             run.duplicates += perm.duplicates
             run.unknown += perm.unknown
+            run.cut_off += reply.cut_off or perm.problem == "thinking"
             if not perm.ok:
-                self._fail(run, where, "no usable ranking in the answer", reply.text)
+                self._fail(run, where, self._unusable("ranking", reply, perm.problem), reply.text)
                 continue
             run.missing += len(perm.missing)
             order[start:end] = [sub[i] for i in perm.order]
@@ -327,9 +360,12 @@ class LLMScorer:
         prompt = self._render(run, self.prompts.pointwise, query, texts, group)
         want_logprobs = self.logprobs and len(group) == 1
         top = self.scale[1] - self.scale[0] + 1 if want_logprobs else 0
-        reply = await self._call(run, prompt, where, max_tokens=8 * len(group) + 16, top_logprobs=top)
+        budget = default_completion_tokens(8 * len(group) + 16, prompt.tokens)
+        reply = await self._call(run, prompt, where, max_tokens=budget, top_logprobs=top)
         if reply is None:
             return {}
+        problem = answer_problem(reply.text)
+        run.cut_off += reply.cut_off or problem == "thinking"
         parsed = parse_ratings(reply.text, len(group), self.scale)
         run.duplicates += parsed.duplicates
         run.unknown += parsed.unknown
@@ -340,7 +376,7 @@ class LLMScorer:
                 out[group[0]] = expected
                 run.by_logprobs += 1
         if not out:
-            self._fail(run, where, "no usable rating in the answer", reply.text)
+            self._fail(run, where, self._unusable("rating", reply, problem), reply.text)
         else:
             run.missing += len(group) - len(out)
         return out
@@ -404,6 +440,28 @@ class LLMScorer:
         run.prompt_tokens += prompt.tokens if reply.prompt_tokens is None else reply.prompt_tokens
         run.completion_tokens += self.count(reply.text) if reply.completion_tokens is None else reply.completion_tokens
 
+    def _unusable(self, what: str, reply: LLMReply, problem: str | None) -> str:
+        """Why an answer gave no usable ranking / rating, saying what to change where that is known."""
+        base = f"no usable {what} in the answer"
+        thinking = problem == "thinking" or (bool(reply.reasoning) and problem == "empty")
+        if reply.cut_off or problem == "thinking":
+            budget = "max_tokens" if reply.max_tokens is None else f"max_tokens={reply.max_tokens}"
+            framework = _FRAMEWORKS.get(self.client.backend)
+            how = (
+                f"the {framework} model's own max tokens setting"
+                if framework
+                else "LLMScorer(max_completion_tokens=...), llm_kwargs={'max_completion_tokens': ...}"
+            )
+            return (
+                f"{base}: the answer was cut off by the completion budget ({budget})"
+                f"{' while thinking' if thinking else ''}; raise max_tokens ({how})"
+            )
+        if problem == "refusal":
+            return f"{base}: the LLM declined"
+        if problem == "empty":
+            return f"{base}: the answer was empty" + (" after the reasoning" if reply.reasoning or reply.text else "")
+        return base
+
     def _fail(self, run: _Run, where: dict[str, Any], reason: str, answer: str | None = None) -> None:
         entry: dict[str, Any] = {"where": where, "reason": reason}
         if answer is not None:
@@ -428,6 +486,7 @@ class LLMScorer:
             "duplicate_ids": run.duplicates,
             "unknown_ids": run.unknown,
             "trimmed_documents": len(run.trimmed),
+            "cut_off_answers": run.cut_off,
             "llm_ms": run.llm_s * 1000,
         }
         if self.mode == "pointwise":

@@ -51,6 +51,10 @@ def embedding_function(name: str | os.PathLike[str] | None = None, *, device: st
     except ImportError as exc:
         raise missing_extra("chromadb", "chroma") from exc
     spec = resolve_embedder(name)
+    import importlib.util
+
+    if importlib.util.find_spec("sentence_transformers") is None:  # the light install: no bi-encoder runtime
+        raise missing_extra("sentence-transformers (the first stage's bi-encoder)", "torch")
     try:
         return SentenceTransformerEmbeddingFunction(model_name=spec, device=device or "cpu", normalize_embeddings=True)
     except Exception as exc:

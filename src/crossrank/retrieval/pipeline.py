@@ -7,17 +7,18 @@ Stage 1 returns Chroma *distances* (cosine distance: lower is closer); they are 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from typing_extensions import TypedDict, Unpack
 
-from crossrank.errors import InvalidArgumentError, VectorStoreError
+from crossrank.errors import CrossrankError, InvalidArgumentError, VectorStoreError
 from crossrank.inputs import check_positive_int, check_query, check_top_n
 from crossrank.model_files import default_model
 from crossrank.reranker import Reranker
@@ -28,6 +29,13 @@ from crossrank.retrieval.embedder_record import check_embedder, recorded_embedde
 from crossrank.retrieval.embeddings import embedding_function, resolve_embedder
 from crossrank.retrieval.first_stage import first_stage
 from crossrank.retrieval.indexing import Chunk, discover, iter_chunks
+
+if TYPE_CHECKING:
+    from crossrank.cascade import Cascade
+    from crossrank.late import LateInteractionScorer, LateVectorStore, SyncReport
+    from crossrank.retrieval.late_stage import LateStage
+
+log = logging.getLogger("crossrank")
 
 
 @dataclass(frozen=True)
@@ -143,6 +151,7 @@ class IndexReport:
     seconds: float
     collection: str
     count: int
+    late: SyncReport | None = None  # the late-interaction store's sync, when the pipeline has a late stage
 
 
 class Pipeline:
@@ -153,6 +162,13 @@ class Pipeline:
     (default: :func:`crossrank.model_files.default_model`). ``hybrid=True`` fuses BM25 with the
     dense candidates (see :mod:`crossrank.retrieval.first_stage`). The score cache is on by default
     here (repeated queries over the same chunks skip the model).
+
+    ``late`` adds a late-interaction stage (a multi-vector model folder or a
+    :class:`~crossrank.late.LateInteractionScorer`): the first stage retrieves ``late_candidates``,
+    late interaction reorders them by MaxSim over the token vectors stored beside the collection
+    (``late_store``, default :func:`~crossrank.retrieval.late_stage.default_store_path`), and the
+    cross-encoder reranks the best ``candidates`` of that order (``candidates=0``: late interaction
+    alone). ``index_paths`` then also stores every chunk's token vectors (see :meth:`index_late`).
     """
 
     def __init__(
@@ -167,9 +183,13 @@ class Pipeline:
         hybrid: bool = False,
         create: bool = False,
         timeout: float = 10.0,
+        late: str | os.PathLike[str] | LateInteractionScorer | None = None,
+        late_candidates: int = 200,
+        late_store: str | os.PathLike[str] | LateVectorStore | None = None,
         **reranker_kwargs: Any,
     ) -> None:
-        self.candidates = check_positive_int("candidates", candidates) or 100
+        late_only = late is not None and candidates == 0
+        self.candidates = 0 if late_only else check_positive_int("candidates", candidates) or 100
         self.client = open_client(db, chroma_url, timeout=timeout)
         self.collection_name = collection
         existing = existing_collection(self.client, collection)
@@ -186,6 +206,14 @@ class Pipeline:
         self._reranker = reranker if isinstance(reranker, Reranker) else None
         self._reranker_spec = None if reranker is None or isinstance(reranker, Reranker) else os.fspath(reranker)
         self._reranker_kwargs = {"cache_size": 10_000, **reranker_kwargs}
+        self.late: LateStage | None = None
+        if late is not None:
+            from crossrank.retrieval.late_stage import LateStage, default_store_path
+
+            where = late_store if late_store is not None else default_store_path(db, chroma_url, collection)
+            self.late = LateStage(
+                late, collection=self.collection, collection_name=collection, store=where, candidates=late_candidates
+            )
 
     @property
     def reranker(self) -> Reranker:
@@ -209,6 +237,45 @@ class Pipeline:
                 documents=[c.text for c in part],
                 metadatas=[c.metadata or {"source": ""} for c in part],
             )
+            self._pretokenize([c.text for c in part])
+
+    def _pretokenize(self, texts: list[str]) -> None:
+        """Put new chunks' token ids in the reranker's token cache when this pipeline names a reranker.
+
+        Only the tokenizer is loaded (never the weights), so indexing stays cheap; a pipeline made
+        without a reranker (``crossrank index``) skips it. A model that cannot be read here is left
+        for the first search to report.
+        """
+        if self._reranker is None and self._reranker_spec is None:
+            return
+        try:
+            self.reranker.pretokenize(texts)
+        except CrossrankError as exc:
+            log.warning("could not pre-tokenize the indexed chunks for the reranker (%s)", exc)
+
+    def warmup(self, *, pretokenize: bool = True, limit: int | None = None) -> int:
+        """Load the reranker and pre-tokenize the collection's documents, so the first search pays for neither.
+
+        Documents are read from the collection page by page until ``limit`` (default: all) or until
+        the token cache is full. Returns how many documents were tokenized (0 for rerankers that
+        keep no token cache, e.g. remote ones).
+        """
+        self.reranker.warmup()
+        if not pretokenize:
+            return 0
+        done, offset, page = 0, 0, 512
+        total = self.count() if limit is None else min(limit, self.count())
+        while offset < total:
+            info = self.reranker.token_cache_info()
+            if info is None or info.bytes >= info.max_bytes * 0.95:
+                break
+            got = self._call(self.collection.get, include=["documents"], limit=min(page, total - offset), offset=offset)
+            docs = [d for d in (got.get("documents") or []) if d]
+            if not got["ids"]:
+                break
+            done += self.reranker.pretokenize(docs) if docs else 0
+            offset += len(got["ids"])
+        return done
 
     def index_paths(
         self,
@@ -239,7 +306,24 @@ class Pipeline:
             total += len(chunks)
             bar.update(1)
         bar.close()
-        return IndexReport(len(files), total, removed, time.perf_counter() - t0, self.collection_name, self.count())
+        late = self.index_late(progress=progress) if self.late is not None else None
+        return IndexReport(
+            len(files), total, removed, time.perf_counter() - t0, self.collection_name, self.count(), late
+        )
+
+    def index_late(
+        self, *, rebuild: bool = False, batch_size: int = 32, commit_every: int = 256, progress: bool = True
+    ) -> SyncReport:
+        """Store the late-interaction token vectors of every chunk in the collection, keyed by Chroma id.
+
+        Only chunks without vectors or whose text changed are encoded; ids Chroma no longer has are
+        dropped; vectors are committed ``commit_every`` chunks at a time, and a killed run resumes
+        from its last commit. ``rebuild`` starts the store over (needed to change the model,
+        precision or token pooling). Needs ``late=`` on the pipeline.
+        """
+        if self.late is None:
+            raise InvalidArgumentError("index_late needs a late-interaction model: Pipeline(..., late=MODEL)")
+        return self.late.index(rebuild=rebuild, batch_size=batch_size, commit_every=commit_every, progress=progress)
 
     # ------------------------------------------------------------------ search
     def _bm25_index(self) -> tuple[BM25Index, dict[str, tuple[str, dict[str, Any]]]]:
@@ -313,19 +397,36 @@ class Pipeline:
     def search(self, query: str, **options: Unpack[SearchOptions]) -> SearchResults:
         """Both stages: :meth:`retrieve` ``candidates``, rerank them, keep ``top_n`` (and ``threshold``)."""
         call = _SearchCall(query, **options)
-        found = self.retrieve(query, candidates=call.candidates, where=call.where, where_document=call.where_document)
+        depth = self.late.candidates if self.late is not None else call.candidates
+        found = self.retrieve(query, candidates=depth, where=call.where, where_document=call.where_document)
         t1 = time.perf_counter()
-        ranked = self.reranker.rerank(query, [c for c, _ in found], top_n=call.top_n, threshold=call.threshold)
+        cands = [c for c, _ in found]
+        if self.late is not None:
+            ranked = self._late_cascade(call).rerank(query, cands, top_n=call.top_n, threshold=call.threshold)
+        else:
+            ranked = self.reranker.rerank(query, cands, top_n=call.top_n, threshold=call.threshold)
         return SearchResults.from_ranked(query, found, ranked, t1 - call.t0, time.perf_counter() - t1)
+
+    def _late_cascade(self, call: _SearchCall) -> Cascade:
+        """Late interaction over the first stage's candidates, then the cross-encoder over its best ``candidates``."""
+        assert self.late is not None
+        keep = self.candidates if call.candidates is None else call.candidates
+        return self.late.cascade(self.reranker if keep else None, keep)
 
     async def asearch(self, query: str, **options: Unpack[SearchOptions]) -> SearchResults:
         """Async :meth:`search`: retrieval in a thread, reranking on the reranker's async path."""
         call = _SearchCall(query, **options)
+        depth = self.late.candidates if self.late is not None else call.candidates
         found = await asyncio.to_thread(
-            self.retrieve, query, candidates=call.candidates, where=call.where, where_document=call.where_document
+            self.retrieve, query, candidates=depth, where=call.where, where_document=call.where_document
         )
         t1 = time.perf_counter()
-        ranked = await self.reranker.arerank(query, [c for c, _ in found], top_n=call.top_n, threshold=call.threshold)
+        cands = [c for c, _ in found]
+        if self.late is not None:
+            cascade = await asyncio.to_thread(self._late_cascade, call)  # first use opens and checks the store
+            ranked = await cascade.arerank(query, cands, top_n=call.top_n, threshold=call.threshold)
+        else:
+            ranked = await self.reranker.arerank(query, cands, top_n=call.top_n, threshold=call.threshold)
         return SearchResults.from_ranked(query, found, ranked, t1 - call.t0, time.perf_counter() - t1)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -14,7 +14,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -27,12 +27,14 @@ from crossrank.errors import (
     ExportError,
     InvalidArgumentError,
     ModelLoadError,
+    NotExportedError,
 )
 from crossrank.model_files import ModelInfo
 from crossrank.scoring.base import ScoreStats
 from crossrank.scoring.batching import MicroBatcher
 from crossrank.scoring.families import Encoder, ModelFamily, family_for
-from crossrank.scoring.pairs import load_tokenizer, pad_batch, pad_token_id
+from crossrank.scoring.pairs import PairEncoder, load_tokenizer, pad_batch, pad_token_id
+from crossrank.scoring.token_cache import TokenCache, token_cache_for
 
 if TYPE_CHECKING:
     from crossrank.scoring import tuning
@@ -53,6 +55,14 @@ class Engine:
         self._batchers: dict[tuple[float, int], MicroBatcher] = {}
         self._lock = threading.Lock()  # serialises forward passes
         self._meta_lock = threading.Lock()
+        self._token_cache: TokenCache | None = None
+
+    @property
+    def token_cache(self) -> TokenCache:
+        """Documents' token ids, shared by every engine and scorer of this tokenizer (see :mod:`.token_cache`)."""
+        if self._token_cache is None:
+            self._token_cache = token_cache_for(self.tokenizer)  # made when first needed: hashing costs
+        return self._token_cache
 
     @property
     def identity(self) -> str:
@@ -64,7 +74,10 @@ class Engine:
         with self._meta_lock:
             enc = self._encoders.get(max_length)
             if enc is None:
-                enc = self._encoders[max_length] = self.family.encoder(self.tokenizer, max_length)
+                enc = self.family.encoder(self.tokenizer, max_length)
+                if isinstance(enc, PairEncoder) and enc.assembles:
+                    enc.use_cache(self.token_cache)
+                self._encoders[max_length] = enc
             return enc
 
     def score_tokens(
@@ -78,7 +91,9 @@ class Engine:
         """Raw scores for token inputs, in input order.
 
         Batches are length-sorted to minimise padding; a batch that runs out of memory is retried
-        at half the size (counted in ``stats.batch_retries``) instead of failing the call.
+        at half the size (counted in ``stats.batch_retries``) instead of failing the call. A backend
+        that runs a whole call at once (``forward_batches``: the torch backend, waiting on its
+        device once per call) gets the batches lazily, each padded while the previous one runs.
         """
         n = len(ids)
         out = np.empty(n, dtype=np.float32)
@@ -86,12 +101,15 @@ class Engine:
             return out
         order = sorted(range(n), key=lambda i: len(ids[i]), reverse=True)
         stats = stats if stats is not None else ScoreStats()
-        left = self.family.left_padding
-        start = 0
         size = batch_size
+        if getattr(self.backend, "forward_batches", None) is not None:
+            if self._score_call(ids, types, order, out, size, stats):
+                return out
+            size = max(1, size // 2)  # out of memory: batch by batch, halving again as needed
+        start = 0
         while start < n:
             chunk = order[start : start + size]
-            batch = pad_batch([ids[i] for i in chunk], [types[i] for i in chunk], pad_id=self.pad_id, left=left)
+            batch = self._pad(ids, types, chunk)
             t0 = time.perf_counter()
             try:
                 with self._lock:
@@ -107,10 +125,57 @@ class Engine:
                 raise
             finally:
                 stats.model_s += time.perf_counter() - t0
-            out[chunk] = self.family.head(logits)
+            out[chunk] = self.family.head(logits[: len(chunk)])
             stats.pairs += len(chunk)
             start += len(chunk)
         return out
+
+    def _pad(self, ids: Sequence[list[int]], types: Sequence[list[int]], chunk: list[int]) -> dict[str, np.ndarray]:
+        """One padded batch, at the shape the backend asks for (``padded_shape``: its length buckets), if any."""
+        rows, width = len(chunk), max(len(ids[i]) for i in chunk)
+        shape = getattr(self.backend, "padded_shape", None)
+        if shape is not None:
+            rows, width = shape(rows, width)
+        return pad_batch(
+            [ids[i] for i in chunk],
+            [types[i] for i in chunk],
+            pad_id=self.pad_id,
+            left=self.family.left_padding,
+            width=width,
+            rows=rows,
+        )
+
+    def _score_call(
+        self,
+        ids: Sequence[list[int]],
+        types: Sequence[list[int]],
+        order: list[int],
+        out: np.ndarray,
+        size: int,
+        stats: ScoreStats,
+    ) -> bool:
+        """Every batch through ``backend.forward_batches`` in one go; False when it ran out of memory."""
+        chunks = [order[s : s + size] for s in range(0, len(order), size)]
+        t0 = time.perf_counter()
+        try:
+            with self._lock:
+                logits = self.backend.forward_batches(self._pad(ids, types, c) for c in chunks)  # type: ignore[attr-defined]
+        except CrossrankError:
+            raise
+        except Exception as exc:
+            if is_out_of_memory(exc) and size > 1:
+                stats.batch_retries += 1
+                log.warning(
+                    "out of memory in a call of %d batches of %d pairs; retrying batch by batch", len(chunks), size
+                )
+                return False
+            raise
+        finally:
+            stats.model_s += time.perf_counter() - t0
+        for chunk, lg in zip(chunks, logits):
+            out[chunk] = self.family.head(lg[: len(chunk)])
+        stats.pairs += len(order)
+        return True
 
     def batcher(self, *, max_wait_ms: float = 3.0, max_pairs: int = 512) -> MicroBatcher:
         """The micro-batcher for these settings (shared by every caller that uses the same ones)."""
@@ -234,8 +299,15 @@ def backend_for(info: ModelInfo, backend: str, device: str | None) -> str:
     """The backend that will score ``info``: ``backend`` resolved from ``auto`` for this model's kind.
 
     Causal-LM rerankers run on torch (fp32/bf16 on CPU, fp16 on CUDA); asking for a fast CPU
-    backend for them explicitly is an ``ExportError`` that says what to use instead.
+    backend for them explicitly is an ``ExportError`` that says what to use instead. An exported
+    folder (``crossrank export``) runs on the CPU paths it holds, never torch, whatever GPU is there.
     """
+    if info.exported is not None:
+        check_backend_choice(backend, "auto")
+        from crossrank.backends.portable import check_request, first_backend
+
+        check_request(info, backend, None, device)
+        return first_backend(info) if backend == "auto" else backend
     if info.kind == "causal-lm":
         if backend in ("onnx", "openvino"):
             raise ExportError(
@@ -257,6 +329,7 @@ def get_engine(
     trust_remote_code: bool = False,
     num_threads: int | None = None,
     instruction: str | None = None,
+    prompt: str | None = None,
     tune: bool | None = None,
 ) -> Engine:
     """Load once, share everywhere: the same model asked for twice returns the same engine.
@@ -279,6 +352,7 @@ def get_engine(
         trust_remote_code,
         num_threads,
         instruction,
+        prompt,
         measured,
     )
     with _REGISTRY_LOCK:
@@ -286,7 +360,7 @@ def get_engine(
         if engine is not None:
             return engine
         tokenizer = load_tokenizer(info.path)
-        family = family_for(info, tokenizer, instruction=instruction)
+        family = family_for(info, tokenizer, instruction=instruction, prompt=prompt)
 
         build = _builder(
             info, family, device=device, dtype=dtype, trust_remote_code=trust_remote_code, threads=num_threads
@@ -295,6 +369,8 @@ def get_engine(
         if not falls_back:
             try:
                 be = build(kind, quantize)
+            except NotExportedError:
+                raise  # an exported folder without that graph: its message already says what it holds
             except ExportError as exc:
                 raise ExportError(
                     f"{exc}. backend={kind!r}, quantize={quantize!r} cannot run {info.name} ({info.model_type}); "
@@ -316,8 +392,13 @@ def measure_paths(
     quantize: str = "auto",
     num_threads: int | None = None,
     progress: bool | None = None,
+    full: bool = False,
 ) -> tuning.Decision:
-    """Run :func:`crossrank.scoring.tuning.tune` for a model: time every CPU path on its own encoder's inputs."""
+    """Run :func:`crossrank.scoring.tuning.tune` for a model: time every CPU path on its own encoder's inputs.
+
+    An exported folder is measured on the quick budget (:data:`crossrank.scoring.tuning.QUICK_QUERIES`
+    ...) unless ``full`` (``crossrank tune``).
+    """
     from crossrank.scoring import tuning
 
     encoders: dict[int, Encoder] = {}
@@ -328,8 +409,14 @@ def measure_paths(
     def score(be: Backend, work: tuning.Workload, batch_size: int) -> np.ndarray:
         return Engine(info, be, tokenizer, family).score_tokens(work.ids, work.types, batch_size=batch_size)
 
-    work = tuning.workload(info, encoder_for)
-    return tuning.tune(info, build, score, work, quantize=quantize, num_threads=num_threads, progress=progress)
+    if info.exported is not None and not full:  # a quick first start for exported folders (tuning.QUICK_*)
+        work = tuning.workload(info, encoder_for, queries=tuning.QUICK_QUERIES)
+        budget: dict[str, Any] = {"repeats": tuning.QUICK_REPEATS, "batch_sizes": tuning.QUICK_BATCH_SIZES}
+    else:
+        work, budget = tuning.workload(info, encoder_for), {}
+    return tuning.tune(
+        info, build, score, work, quantize=quantize, num_threads=num_threads, progress=progress, **budget
+    )
 
 
 def retune(
@@ -359,7 +446,7 @@ def retune(
     build = _builder(info, family, device="cpu", dtype="auto", trust_remote_code=trust_remote_code, threads=num_threads)
 
     decision = measure_paths(
-        info, tokenizer, family, build, quantize=quantize, num_threads=num_threads, progress=progress
+        info, tokenizer, family, build, quantize=quantize, num_threads=num_threads, progress=progress, full=True
     )
     if save:
         tuning.save_decision(decision)
@@ -428,6 +515,14 @@ def _first_that_builds(info: ModelInfo, first: str, quantize: str, build: Callab
     from crossrank.scoring import auto
 
     choices = auto.chain(first, quantize)
+    if info.exported is not None:  # only what the folder holds, fp32 last: nothing is exported for it
+        from crossrank.backends.openvino_backend import openvino_installed
+        from crossrank.backends.portable import holds, nothing_runs
+
+        every = [*auto.chain("openvino" if openvino_installed() else "onnx", quantize), ("onnx", "fp32")]
+        choices = [c for c in dict.fromkeys(every) if holds(info, *c) and quantize in ("auto", c[1])]
+        if not choices:
+            raise nothing_runs(info)
     known = auto.remembered(info, quantize)
     if known is not None and known in choices:
         choices = choices[choices.index(known) :]

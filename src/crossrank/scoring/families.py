@@ -31,9 +31,22 @@ class Encoder(Protocol):
         ...
 
     def encode(
-        self, query: str, docs: Sequence[str], *, windows: bool = False, window_overlap: int = 64, max_windows: int = 16
+        self,
+        query: str,
+        docs: Sequence[str],
+        *,
+        windows: bool = False,
+        window_overlap: int = 64,
+        max_windows: int = 16,
+        max_document_tokens: int | None = None,
+        truncation_side: str = "right",
+        instruction: str | None = None,
     ) -> EncodedPairs:
-        """Token ids (and type ids) per model input, with the document each input belongs to."""
+        """Token ids (and type ids) per model input, with the document each input belongs to.
+
+        ``max_document_tokens`` / ``truncation_side`` / ``instruction``: see
+        :class:`~crossrank.scoring.base.ScoreSettings`; an encoder that cannot take an instruction raises.
+        """
         ...
 
 
@@ -86,31 +99,38 @@ class CausalLM:
     The backend returns the last position's logits of the answer tokens only (``score_token_ids``:
     yes, then no); the raw score is ``logit(yes) - logit(no)``, or ``logit(yes)`` for one-token
     families. Prompts are left-padded so the answer slot is every row's last token.
+    ``instruction`` / ``prompt``: the template's options; one the family has no slot for raises.
     """
 
     kind = "causal-lm"
     left_padding = True
 
-    def __init__(self, info: ModelInfo, tokenizer: Tokenizer, instruction: str | None = None) -> None:
+    def __init__(
+        self, info: ModelInfo, tokenizer: Tokenizer, instruction: str | None = None, prompt: str | None = None
+    ) -> None:
         if info.template is None:  # pragma: no cover - inspect_model always sets it for causal models
             raise UnsupportedModelError(f"{info.name}: a causal reranker needs a prompt template")
         self.template: PromptTemplate = TEMPLATES[info.template]
+        self.template.check_options(instruction=instruction, prompt=prompt)
         self.instruction = instruction
+        self.prompt = prompt
         answers = [self.template.yes] + ([self.template.no] if self.template.no is not None else [])
         self.score_token_ids = tuple(token_id(tokenizer, t) for t in answers)
 
     def encoder(self, tokenizer: Tokenizer, max_length: int) -> Encoder:
-        return PromptEncoder(tokenizer, max_length, self.template, self.instruction)
+        return PromptEncoder(tokenizer, max_length, self.template, self.instruction, self.prompt)
 
     def head(self, logits: np.ndarray) -> np.ndarray:
         logits = np.asarray(logits, dtype=np.float32)
         return logits[:, 0] - logits[:, 1] if logits.shape[1] == 2 else logits[:, 0]
 
 
-def family_for(info: ModelInfo, tokenizer: Tokenizer, *, instruction: str | None = None) -> ModelFamily:
+def family_for(
+    info: ModelInfo, tokenizer: Tokenizer, *, instruction: str | None = None, prompt: str | None = None
+) -> ModelFamily:
     """The family that scores ``info``'s kind of model."""
     if info.kind == "cross-encoder":
         return SequenceClassification(info)
     if info.kind == "causal-lm":
-        return CausalLM(info, tokenizer, instruction)
+        return CausalLM(info, tokenizer, instruction, prompt)
     raise UnsupportedModelError(f"{info.name}: no scoring rule for model kind {info.kind!r}")

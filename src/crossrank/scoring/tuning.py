@@ -45,6 +45,11 @@ QUERIES, DOCS_PER_QUERY, PASSAGES_PER_DOC = 4, 16, 6
 #: Timing inputs are cut here (or at the model's own length, if shorter).
 TUNE_MAX_LENGTH = 256
 BATCH_SIZES = (8, 16, 32, 64)
+#: An exported folder (``crossrank export``: light installs, containers, serverless) is tuned on a
+#: smaller budget so that its first start scores within seconds: this many queries, one timed run
+#: per setting after the warm-up, and these batch sizes. Its paths differ by far more than that
+#: loses in precision (int8 against fp32); ``crossrank tune`` measures it in full.
+QUICK_QUERIES, QUICK_REPEATS, QUICK_BATCH_SIZES = 2, 1, (8, 32)
 DECISION_VERSION = 2  # 2: ONNX Runtime left out under ISA emulation
 
 Build = Callable[[str, str, int], Backend]  # (backend, quantize, threads) -> a loaded backend
@@ -189,13 +194,16 @@ def save_decision(decision: Decision) -> Path | None:
         return None
 
 
-def candidates(quantize: str) -> list[tuple[str, str]]:
-    """The (backend, precision) paths ``auto`` may choose from here for a ``quantize`` request."""
+def candidates(quantize: str, *, openvino_int8: bool | None = None) -> list[tuple[str, str]]:
+    """The (backend, precision) paths ``auto`` may choose from here for a ``quantize`` request.
+
+    ``openvino_int8``: whether an OpenVINO int8 model can be had (default: NNCF is installed to build it).
+    """
     from crossrank.backends.openvino_backend import cpu_has_bf16, nncf_installed, openvino_installed
 
     out: list[tuple[str, str]] = []
     if openvino_installed():
-        precisions = ["int8"] if nncf_installed() else []
+        precisions = ["int8"] if (nncf_installed() if openvino_int8 is None else openvino_int8) else []
         precisions += ["bf16"] if cpu_has_bf16() else []
         precisions += ["fp32"]
         out += [("openvino", p) for p in precisions if quantize in ("auto", p)]
@@ -208,6 +216,24 @@ def candidates(quantize: str) -> list[tuple[str, str]]:
     if quantize == "bf16" and not out:
         out = [("onnx", "int8")]
     return out
+
+
+def paths_for(info: ModelInfo, quantize: str) -> list[tuple[str, str]]:
+    """:func:`candidates` for ``info``: for an exported folder, only the paths whose graphs it holds.
+
+    Raises:
+        NotExportedError: an exported folder none of whose graphs runs with this install on this CPU.
+    """
+    if info.exported is None:
+        return candidates(quantize)
+    from crossrank.backends.portable import holds, nothing_runs
+
+    paths = [p for p in candidates(quantize, openvino_int8=True) if holds(info, *p)]
+    if not paths:  # e.g. emulating a narrower CPU left ONNX Runtime out, and the folder has no OpenVINO graph
+        paths = [("onnx", p) for p in ("int8", "fp32") if quantize in ("auto", p) and holds(info, "onnx", p)]
+    if not paths:
+        raise nothing_runs(info)
+    return paths
 
 
 @dataclass
@@ -223,8 +249,8 @@ class Workload:
         return [scores[a:b] for a, b in self.bounds]
 
 
-def workload(info: ModelInfo, encoder_for: Callable[[int], Any]) -> Workload:
-    """:data:`QUERIES` demo questions × :data:`DOCS_PER_QUERY` documents of joined demo passages.
+def workload(info: ModelInfo, encoder_for: Callable[[int], Any], *, queries: int = QUERIES) -> Workload:
+    """``queries`` (:data:`QUERIES`) demo questions × :data:`DOCS_PER_QUERY` documents of joined demo passages.
 
     Documents are a few hundred tokens (cut at :data:`TUNE_MAX_LENGTH` or the model's own length),
     and each query's list starts with the passage sharing most words with it, so scores spread
@@ -239,7 +265,7 @@ def workload(info: ModelInfo, encoder_for: Callable[[int], Any]) -> Workload:
     ids: list[list[int]] = []
     types: list[list[int]] = []
     bounds = []
-    for qi in range(QUERIES):
+    for qi in range(queries):
         query = qs[qi % len(qs)]
         docs = [
             " ".join(ps[(qi * 31 + d * PASSAGES_PER_DOC + j) % len(ps)] for j in range(PASSAGES_PER_DOC))
@@ -278,6 +304,7 @@ def tune(
     quantize: str = "auto",
     num_threads: int | None = None,
     repeats: int = 2,
+    batch_sizes: Sequence[int] = BATCH_SIZES,
     progress: bool | None = None,
 ) -> Decision:
     """Measure the candidate paths and return the decision (not saved; see :func:`save_decision`).
@@ -294,7 +321,7 @@ def tune(
     physical = cpuinfo.physical_cores()
     if num_threads is None and physical and physical < threads:
         thread_options.append(physical)
-    paths = candidates(quantize)
+    paths = paths_for(info, quantize)
     n_pairs = len(work.ids)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=len(paths), desc=f"tuning {info.name} for this CPU", unit="path", disable=not show, leave=False)
@@ -366,7 +393,7 @@ def tune(
     leaders = ranked[:1] + [t for t in ranked[1:2] if (t.ms or 0.0) <= 1.15 * (ranked[0].ms or 0.0)]
     for lead in leaders:
         be = built[(lead.backend, lead.quantize, lead.threads)]
-        for bs in BATCH_SIZES:
+        for bs in batch_sizes:
             if bs == lead.batch_size or bs > n_pairs:
                 continue
             trial = Trial(lead.backend, lead.quantize, bs, lead.threads, name=lead.name)

@@ -7,6 +7,17 @@ request costs no JSON parsing and no model time. Errors are JSON in the shape of
 speaks (Cohere ``{"message"}``, TEI ``{"error", "error_type"}``), and nothing a request sends can
 kill the worker or make the server load a model.
 
+Fidelity to the real APIs: the ``model`` of a response is the served name (never the model's
+filesystem path, which is also scrubbed from every error message); token usage is what was scored
+(the tokens of every model input after truncation, special and prompt tokens included, padding
+not), reported where each API reports it: Cohere ``meta.tokens.input_tokens``, Jina/vLLM
+``usage.total_tokens``, Infinity ``usage``, TEI's ``x-compute-tokens`` header. Every response
+carries ``X-Request-ID`` and every request gets one access log line (:mod:`crossrank.server.access`).
+Request fields the APIs define are honoured or refused in the API's error shape: Cohere v2
+``max_tokens_per_doc``, Cohere v1 ``rank_fields`` and ``max_chunks_per_doc``, TEI ``truncate`` /
+``truncation_direction`` / ``return_text``, and ``instruction`` (every route) for rerankers whose
+prompt has an instruction slot.
+
 Scores: ``relevance_score`` is a probability in [0, 1], the sigmoid of the model's raw score (the
 scale Cohere and Jina clients assume); TEI's ``raw_scores: true`` and Infinity's ``raw_scores``
 give the raw score itself. Ranking is by the raw score, ties in input order.
@@ -17,19 +28,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import math
+import os
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from crossrank.errors import CrossrankError, InvalidArgumentError, missing_extra
 from crossrank.reranker import Reranker
 from crossrank.results import RankedResults
 from crossrank.scoring.local import LocalScorer
+from crossrank.server.access import REQUEST_ID_HEADER, RequestInfo, log_access, request_id
 from crossrank.server.metrics import LiveStats, Metrics, route_label
 from crossrank.server.settings import ServerSettings
 
@@ -56,12 +70,15 @@ from crossrank.server.schemas import (
 
 log = logging.getLogger("crossrank.server")
 
-# (query, texts, top_n) -> ranked results; the default is ``reranker.arerank`` (Ray swaps in its batcher).
-RankFn = Callable[[str, list[str], "int | None"], Awaitable[RankedResults]]
+# (query, texts, top_n, **options) -> ranked results; the default is ``reranker.arerank`` (Ray swaps in
+# its batcher). ``options`` are per-call ``Reranker`` options (max_document_tokens, truncation_side,
+# instruction, max_windows), passed only when a request sets one.
+RankFn = Callable[..., Awaitable[RankedResults]]
 
 SCORING_PATHS = frozenset({"/v1/rerank", "/v2/rerank", "/rerank"})
 OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
 TEI_PATHS = frozenset({"/rerank"})
+REQUEST_KEY = "crossrank.request"  # the scope key of the request's RequestInfo
 _CLIP = 500.0  # sigmoid input clip: exp() overflows past ~709
 
 
@@ -102,11 +119,19 @@ class ServerState:
     inflight: int = 0
     metrics: Metrics = field(init=False)
     probability_scores: bool = field(init=False)
+    private_paths: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.live)
         # Whether the scorer's raw scores are already probabilities (then no sigmoid); fixed per scorer.
         self.probability_scores = self.reranker.scorer.describe().scale == "probability"
+        self.private_paths = _model_paths(self.reranker)
+
+    def redact(self, text: str) -> str:
+        """``text`` with the model's filesystem paths replaced by the served name (for anything a client sees)."""
+        for path in self.private_paths:
+            text = text.replace(path, self.settings.model_name)
+        return text
 
     def relevance(self, raw: float) -> float:
         """``relevance_score``: the probability of relevance in [0, 1]."""
@@ -116,7 +141,8 @@ class ServerState:
         scorer = self.reranker.scorer
         if isinstance(scorer, LocalScorer) and scorer.loaded:
             b = scorer.engine.batcher(max_wait_ms=scorer.max_wait_ms, max_pairs=scorer.max_batch_pairs)
-            return LiveStats(self.inflight, b.queued, b.batches, b.requests)
+            tokens = scorer.token_cache_info()
+            return LiveStats(self.inflight, b.queued, b.batches, b.requests, tokens)
         return LiveStats(self.inflight)
 
     def load(self) -> None:
@@ -124,14 +150,32 @@ class ServerState:
         try:
             self.reranker.warmup()
         except Exception as exc:  # any load failure is reported by /health, never raised into the loop
-            self.load_error = f"{type(exc).__name__}: {exc}"
+            self.load_error = self.redact(f"{type(exc).__name__}: {exc}")
             log.exception("crossrank server: the model failed to load")
             return
         self.ready.set()
 
 
+def _model_paths(reranker: Reranker) -> tuple[str, ...]:
+    """Where the model lives on this machine (as given, resolved, its snapshot folder), longest first."""
+    found: set[str] = set()
+    spec = reranker.scorer.describe().model
+    candidates = [spec]
+    if isinstance(reranker.scorer, LocalScorer):
+        candidates.append(str(reranker.scorer.info.path))
+    for c in candidates:
+        if not c or "://" in c or not any(sep in c for sep in ("/", os.sep)):
+            continue
+        if not os.path.exists(c):  # a Hub id (org/name) is a public name, not a path
+            continue
+        found.add(c)
+        with contextlib.suppress(OSError):
+            found.add(str(Path(c).resolve()))
+    return tuple(sorted((f for f in found if len(f) > 2), key=len, reverse=True))
+
+
 class Guard:
-    """Pure-ASGI front door: API key, body size, concurrency and metrics, before any route runs."""
+    """Pure-ASGI front door: request id, API key, body size, concurrency, metrics and the access log."""
 
     def __init__(self, app: Any, state: ServerState) -> None:
         self.app = app
@@ -145,15 +189,23 @@ class Guard:
         st = self.state
         t0 = time.perf_counter()
         status = [500]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        info = RequestInfo(request_id(headers.get(REQUEST_ID_HEADER)))
+        scope[REQUEST_KEY] = info
+        rid_header = (REQUEST_ID_HEADER.encode("latin-1"), info.id.encode("latin-1"))
 
         async def send_tracked(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status[0] = int(message["status"])
+                out = list(message.get("headers", []))
+                if not any(k.lower() == rid_header[0] for k, _ in out):
+                    out.append(rid_header)
+                message = {**message, "headers": out}
             await send(message)
 
         scoring = path in SCORING_PATHS
         try:
-            refusal = self._refuse(scope, path)
+            refusal = self._refuse(headers, path)
             if refusal is not None:
                 await refusal(scope, receive, send_tracked)
                 return
@@ -182,13 +234,23 @@ class Guard:
                 st.inflight -= 1
         finally:
             route = route_label(path)
+            elapsed = time.perf_counter() - t0
             st.metrics.requests.labels(route, str(status[0])).inc()
-            st.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+            st.metrics.latency.labels(route).observe(elapsed)
+            if st.settings.access_log:
+                client = scope.get("client")
+                log_access(
+                    info,
+                    method=str(scope.get("method", "")),
+                    path=path,
+                    status=status[0],
+                    latency_ms=elapsed * 1000,
+                    client=f"{client[0]}:{client[1]}" if client else None,
+                )
 
-    def _refuse(self, scope: dict[str, Any], path: str) -> Any:
+    def _refuse(self, headers: Mapping[str, str], path: str) -> Any:
         """A response that refuses the request before any route runs (401, 413), or None."""
         st = self.state
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         key = st.settings.api_key
         if key is not None and path not in OPEN_PATHS:
             given = headers.get("authorization", "")
@@ -235,6 +297,14 @@ class Guard:
         return b"".join(chunks)
 
 
+def request_info(request: Request) -> RequestInfo:
+    """The request's :class:`RequestInfo` (set by the guard; made here for an app mounted without it)."""
+    info = request.scope.get(REQUEST_KEY)
+    if not isinstance(info, RequestInfo):
+        info = request.scope[REQUEST_KEY] = RequestInfo(request_id(request.headers.get(REQUEST_ID_HEADER)))
+    return info
+
+
 def _replay(body: bytes, receive: Any) -> Callable[[], Awaitable[dict[str, Any]]]:
     sent = False
 
@@ -249,18 +319,38 @@ def _replay(body: bytes, receive: Any) -> Callable[[], Awaitable[dict[str, Any]]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def _field_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
 def _v1_texts(docs: Sequence[str | DocumentObject], rank_fields: list[str] | None) -> list[str]:
+    """The text scored for each Cohere v1 document.
+
+    A string is scored as it is; an object without ``rank_fields`` by its ``text``. With
+    ``rank_fields`` an object is scored by those fields, in the order given, one ``key: value``
+    line each (the YAML-style layout Cohere recommends for structured documents; values that are
+    not strings as JSON); a field an object lacks is left out, and an object with none of them is
+    a 422 naming it. String documents ignore ``rank_fields``.
+    """
+    if rank_fields is not None and not rank_fields:
+        raise ApiError(422, "invalid request: rank_fields is empty; name a field or leave it out", "Validation")
     texts = []
     for i, d in enumerate(docs):
         if isinstance(d, str):
             texts.append(d)
             continue
-        fields = {"text": d.text, **(d.model_extra or {})}
+        fields = {**(d.model_extra or {}), "text": d.text}
         if rank_fields:
-            parts = [f"{k}: {fields[k]}" for k in rank_fields if fields.get(k) is not None]
-            if parts:
-                texts.append("\n".join(parts))
-                continue
+            parts = [f"{k}: {_field_text(fields[k])}" for k in rank_fields if fields.get(k) is not None]
+            if not parts:
+                raise ApiError(
+                    422,
+                    f"documents[{i}] has none of the rank_fields {rank_fields}: "
+                    f"it has {sorted(k for k, v in fields.items() if v is not None)}",
+                    "Validation",
+                )
+            texts.append("\n".join(parts))
+            continue
         if not isinstance(d.text, str):
             raise ApiError(
                 422,
@@ -316,8 +406,8 @@ def create_app(
     settings = settings or ServerSettings()
     long_documents = reranker.long_documents
 
-    async def default_rank(query: str, texts: list[str], top_n: int | None) -> RankedResults:
-        return await reranker.arerank(query, texts, top_n=top_n, normalize="none")
+    async def default_rank(query: str, texts: list[str], top_n: int | None, **options: Any) -> RankedResults:
+        return await reranker.arerank(query, texts, top_n=top_n, normalize="none", **options)
 
     state = ServerState(reranker, settings, rank or default_rank, long_documents)
     if not load_on_startup:
@@ -368,8 +458,11 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def on_crash(request: Request, exc: Exception) -> Any:
-        log.exception("crossrank server: unexpected error on %s", request.url.path)
-        return error_response(request.url.path, 500, f"internal error: {type(exc).__name__}: {exc}", "Backend")
+        # Runs outside the guard (Starlette's outermost middleware), so it sets the request id header itself.
+        rid = request_info(request).id
+        log.exception("crossrank server: unexpected error on %s (request %s)", request.url.path, rid)
+        message = state.redact(f"internal error: {type(exc).__name__}: {exc}")
+        return error_response(request.url.path, 500, message, "Backend", {REQUEST_ID_HEADER: rid})
 
     # ------------------------------------------------------------------ scoring, shared by every route
     def check_model(model: str | None) -> None:
@@ -381,7 +474,17 @@ def create_app(
                 "Validation",
             )
 
-    async def score(query: str, texts: list[str], top_n: int | None, *, tei: bool = False) -> RankedResults:
+    async def score(
+        query: str,
+        texts: list[str],
+        top_n: int | None,
+        req: RequestInfo,
+        *,
+        tei: bool = False,
+        options: Mapping[str, Any] | None = None,
+    ) -> RankedResults:
+        """Rank ``texts`` (through ``state.rank``) with the per-call ``options`` a request set; errors in API shape."""
+        req.documents = len(texts)
         if not query.strip():
             raise ApiError(400, "invalid request: query is empty; send the user's question", "Validation")
         if not texts:
@@ -396,8 +499,10 @@ def create_app(
         if not state.ready.is_set():
             why = f"the model failed to load ({state.load_error})" if state.load_error else "the model is loading"
             raise ApiError(503, f"{why}; retry shortly", "Unhealthy", {"Retry-After": str(settings.retry_after_s)})
+        opts = {k: v for k, v in (options or {}).items() if v is not None}
         try:
-            res = await asyncio.wait_for(state.rank(query, texts, top_n), settings.request_timeout_s)
+            ranked = state.rank(query, texts, top_n, **opts) if opts else state.rank(query, texts, top_n)
+            res = await asyncio.wait_for(ranked, settings.request_timeout_s)
         except asyncio.TimeoutError as exc:
             state.metrics.rejected.labels("timeout").inc()
             raise ApiError(
@@ -406,10 +511,11 @@ def create_app(
                 "send fewer documents per request",
                 "Backend",
             ) from exc
-        except (InvalidArgumentError, ValueError) as exc:
+        except (InvalidArgumentError, ValueError) as exc:  # about the request: not redacted (no path oracle)
             raise ApiError(400, f"invalid request: {exc}", "Validation") from exc
         except CrossrankError as exc:
-            raise ApiError(500, f"scoring failed: {exc}", "Backend") from exc
+            raise ApiError(500, state.redact(f"scoring failed: {exc}"), "Backend") from exc
+        req.tokens = res.stats.tokens
         m = state.metrics
         m.documents.observe(len(texts))
         m.pairs.inc(res.stats.pairs_scored or len(texts))
@@ -417,10 +523,15 @@ def create_app(
             m.truncated.inc(res.stats.truncated)
         return res
 
-    def notes_for(res: RankedResults, n: int, ignored: Sequence[str] = ()) -> list[str]:
+    def notes_for(res: RankedResults, n: int, cap: int | None = None, extra: Sequence[str] = ()) -> list[str]:
         out = []
         limit = reranker.max_length
-        if res.stats.truncated:
+        if res.stats.truncated and cap is not None:
+            out.append(
+                f"{res.stats.truncated} of {n} documents were truncated: to max_tokens_per_doc={cap} tokens, "
+                f"or to fit the model's {limit} tokens"
+            )
+        elif res.stats.truncated:
             out.append(
                 f"{res.stats.truncated} of {n} documents were longer than the model's {limit} tokens and were "
                 "truncated (the server runs with long_documents=truncate; 'windows' scores every part)"
@@ -429,16 +540,62 @@ def create_app(
             out.append(f"long documents were scored in {res.stats.windows} windows for {n} documents (best window)")
         if res.stats.query_truncated:
             out.append(f"the query was longer than the model allows and was cut to fit {limit} tokens")
-        out.extend(f"{name} is accepted but not applied: documents follow the server's settings" for name in ignored)
+        out.extend(extra)
         return out
 
-    def cohere_meta(version: str, res: RankedResults, n: int, ignored: Sequence[str]) -> dict[str, Any]:
-        """Cohere's ``meta``: the API version, billed units and, when there are any, :func:`notes_for` as warnings."""
-        meta: dict[str, Any] = {"api_version": {"version": version}, "billed_units": {"search_units": 1}}
-        notes = notes_for(res, n, ignored)
+    def cohere_meta(
+        version: str, res: RankedResults, n: int, cap: int | None = None, extra: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """Cohere's ``meta``: API version, billed search units, tokens and, when there are any, warnings.
+
+        ``search_units``: Cohere's unit, one query with up to 100 documents, a long document's extra
+        chunks (windows) counting as documents; ``tokens.input_tokens``: the tokens scored.
+        """
+        units = max(1, math.ceil(max(n, res.stats.windows) / 100))
+        meta: dict[str, Any] = {
+            "api_version": {"version": version},
+            "billed_units": {"search_units": units},
+            "tokens": {"input_tokens": res.stats.tokens, "output_tokens": 0},
+        }
+        notes = notes_for(res, n, cap, extra)
         if notes:
             meta["warnings"] = notes
         return meta
+
+    def tei_options(body: RerankRequest) -> dict[str, Any]:
+        """TEI's ``truncation_direction`` (``Left``/``Right``) and ``instruction`` as ``Reranker`` options."""
+        side = None
+        if body.truncation_direction is not None:
+            side = body.truncation_direction.lower()
+            if side not in ("left", "right"):
+                raise ApiError(
+                    422,
+                    f"invalid request: truncation_direction is 'Left' or 'Right', not {body.truncation_direction!r}",
+                    "Validation",
+                )
+        return {"truncation_side": side, "instruction": body.instruction}
+
+    def check_fit(body: RerankRequest, res: RankedResults, n: int) -> None:
+        """TEI's ``truncate: false``: an input longer than the model takes is TEI's 413, not a silent cut."""
+        if body.truncate is False and (res.stats.truncated or res.stats.query_truncated):
+            what = f"{res.stats.truncated} of {n} texts" if res.stats.truncated else "the query"
+            raise ApiError(
+                413,
+                f"`inputs` must have less than {reranker.max_length} tokens: {what} with the query do not fit; "
+                "send truncate=true to cut them or send shorter texts",
+                "Validation",
+            )
+
+    def tei_headers(res: RankedResults, query: str, texts: Sequence[str]) -> dict[str, str]:
+        """TEI's per-request headers: tokens and characters computed on, and times in milliseconds."""
+        chars = len(query) * len(texts) + sum(len(t) for t in texts)
+        return {
+            "x-compute-tokens": str(res.stats.tokens),
+            "x-compute-characters": str(chars),
+            "x-total-time": str(int(res.stats.total_ms)),
+            "x-tokenization-time": str(int(res.stats.tokenize_ms)),
+            "x-inference-time": str(int(res.stats.model_ms)),
+        }
 
     # ------------------------------------------------------------------ routes
     def cohere_route(path: str, response: type, summary: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -448,35 +605,48 @@ def create_app(
         )
 
     @cohere_route("/v1/rerank", RerankV1Response, "Cohere v1, Jina and vLLM rerank")
-    async def rerank_v1(body: RerankV1Request) -> Any:
+    async def rerank_v1(body: RerankV1Request, request: Request) -> Any:
+        req = request_info(request)
         check_model(body.model)
         texts = _v1_texts(body.documents, body.rank_fields)
-        res = await score(body.query, texts, body.top_n)
+        options: dict[str, Any] = {"instruction": body.instruction}
+        if body.max_chunks_per_doc is not None and long_documents == "windows":
+            # Cohere's chunks are our windows; in truncate mode a document is one chunk, within any maximum.
+            options["max_windows"] = min(body.max_chunks_per_doc, reranker.max_windows)
+        res = await score(body.query, texts, body.top_n, req, options=options)
         results = []
         for r in res:
             item: dict[str, Any] = {"index": r.index, "relevance_score": state.relevance(r.raw_score)}
             if body.return_documents:
                 item["document"] = _v1_document(body.documents[r.index], texts[r.index])
             results.append(item)
-        ignored = ["max_chunks_per_doc"] if body.max_chunks_per_doc is not None else []
         return JSONResponse(
             {
-                "id": uuid.uuid4().hex,
+                "id": req.id,
                 "model": settings.model_name,
                 "results": results,
-                "meta": cohere_meta("1", res, len(texts), ignored),
-                "usage": {"total_tokens": 0},
+                "meta": cohere_meta("1", res, len(texts)),
+                "usage": {"total_tokens": res.stats.tokens},
             }
         )
 
     @cohere_route("/v2/rerank", RerankV2Response, "Cohere v2 rerank")
-    async def rerank_v2(body: RerankV2Request) -> Any:
+    async def rerank_v2(body: RerankV2Request, request: Request) -> Any:
+        req = request_info(request)
         check_model(body.model)
-        res = await score(body.query, body.documents, body.top_n)
-        results = [{"index": r.index, "relevance_score": state.relevance(r.raw_score)} for r in res]
-        ignored = ["max_tokens_per_doc"] if body.max_tokens_per_doc is not None else []
-        meta = cohere_meta("2", res, len(body.documents), ignored)
-        return JSONResponse({"id": uuid.uuid4().hex, "results": results, "meta": meta})
+        options = {"max_document_tokens": body.max_tokens_per_doc, "instruction": body.instruction}
+        res = await score(body.query, body.documents, body.top_n, req, options=options)
+        results = []
+        for r in res:
+            item: dict[str, Any] = {"index": r.index, "relevance_score": state.relevance(r.raw_score)}
+            if body.return_documents:
+                item["document"] = {"text": body.documents[r.index]}
+            results.append(item)
+        extra = []
+        if body.priority:
+            extra.append(f"priority={body.priority} is accepted; this server answers requests in arrival order")
+        meta = cohere_meta("2", res, len(body.documents), body.max_tokens_per_doc, extra)
+        return JSONResponse({"id": req.id, "results": results, "meta": meta})
 
     @app.post(
         "/rerank",
@@ -499,13 +669,16 @@ def create_app(
         },
         summary="Hugging Face TEI rerank (texts) or Infinity rerank (documents)",
     )
-    async def rerank_tei(body: RerankRequest) -> Any:
+    async def rerank_tei(body: RerankRequest, request: Request) -> Any:
+        req = request_info(request)
+        options = tei_options(body)
         if body.texts is None and body.documents is not None:
-            return await _infinity(body)
+            return await _infinity(body, req, options)
         if body.texts is None:
             raise ApiError(422, "invalid request: send 'texts' (TEI) or 'documents' (Infinity)", "Validation")
         check_model(body.model)
-        res = await score(body.query, body.texts, body.top_n, tei=True)
+        res = await score(body.query, body.texts, body.top_n, req, tei=True, options=options)
+        check_fit(body, res, len(body.texts))
         out = []
         for r in res:
             item: dict[str, Any] = {
@@ -515,12 +688,13 @@ def create_app(
             if body.return_text:
                 item["text"] = body.texts[r.index]
             out.append(item)
-        return JSONResponse(out)
+        return JSONResponse(out, headers=tei_headers(res, body.query, body.texts))
 
-    async def _infinity(body: RerankRequest) -> Any:
+    async def _infinity(body: RerankRequest, req: RequestInfo, options: Mapping[str, Any]) -> Any:
         assert body.documents is not None
         check_model(body.model)
-        res = await score(body.query, body.documents, body.top_n, tei=True)
+        res = await score(body.query, body.documents, body.top_n, req, tei=True, options=options)
+        check_fit(body, res, len(body.documents))
         results = []
         for r in res:
             item: dict[str, Any] = {
@@ -535,8 +709,8 @@ def create_app(
                 "object": "rerank",
                 "results": results,
                 "model": settings.model_name,
-                "usage": {"prompt_tokens": 0, "total_tokens": 0},
-                "id": f"infinity-{uuid.uuid4()}",
+                "usage": {"prompt_tokens": res.stats.tokens, "total_tokens": res.stats.tokens},
+                "id": req.id,
                 "created": int(time.time()),
             }
         )
@@ -562,6 +736,9 @@ def create_app(
                 "max_length": d.max_length,
                 "score_scale": "relevance_score: probability (sigmoid of the raw score); raw_scores: the raw score"
                 if d.scale == "logit"
+                else "relevance_score: sigmoid of the raw score, a similarity (not a calibrated probability); "
+                "raw_scores: the similarity"
+                if d.scale == "similarity"
                 else "probability",
                 "long_documents": long_documents,
                 "limits": {

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crossrank.errors import missing_extra
+from crossrank.scoring.token_cache import TokenCacheInfo
 
 # The routes we label by name; anything else (404s, fuzzers) is "other", keeping label sets bounded.
 ROUTES = ("/v1/rerank", "/v2/rerank", "/rerank", "/health", "/info", "/metrics", "/docs", "/openapi.json")
@@ -27,6 +28,7 @@ class LiveStats:
     queued: int = 0
     groups: int = 0
     grouped: int = 0
+    token_cache: TokenCacheInfo | None = None  # the documents' token cache, where the model keeps one
 
 
 def route_label(path: str) -> str:
@@ -104,3 +106,15 @@ class _LiveCollector:
         yield CounterMetricFamily(
             "crossrank_batched_requests", "Scoring requests served by those forward groups", value=live.grouped
         )
+        tokens = live.token_cache
+        if tokens is not None:
+            yield CounterMetricFamily(
+                "crossrank_token_cache_hits", "Documents whose token ids came from the token cache", value=tokens.hits
+            )
+            yield CounterMetricFamily(
+                "crossrank_token_cache_misses", "Documents tokenized (then cached)", value=tokens.misses
+            )
+            yield GaugeMetricFamily(
+                "crossrank_token_cache_entries", "Documents in the token cache", value=tokens.entries
+            )
+            yield GaugeMetricFamily("crossrank_token_cache_bytes", "Bytes the token cache holds", value=tokens.bytes)

@@ -29,7 +29,7 @@ from crossrank.results import RankedResults
 from crossrank.server.pairs import PairWriter, file_format, pairs_of
 from crossrank.server.settings import ServerSettings
 
-Job = tuple[str, list[str], "int | None"]
+Job = tuple[str, list[str], "int | None", dict[str, Any]]  # query, texts, top_n, per-call Reranker options
 
 
 def _ray() -> Any:
@@ -71,19 +71,25 @@ class CrossrankReplica:
 
     async def _rank_jobs(self, jobs: list[Job]) -> list[RankedResults | BaseException]:
         """Score a ``@serve.batch`` batch: its requests share the micro-batcher's forward passes."""
-        coros = (self.reranker.arerank(q, texts, top_n=top_n, normalize="none") for q, texts, top_n in jobs)
+        coros = (
+            self.reranker.arerank(q, texts, top_n=top_n, normalize="none", **options)
+            for q, texts, top_n, options in jobs
+        )
         return list(await asyncio.gather(*coros, return_exceptions=True))
 
-    async def rank(self, query: str, texts: list[str], top_n: int | None) -> RankedResults:
+    async def rank(self, query: str, texts: list[str], top_n: int | None, **options: Any) -> RankedResults:
         """The app's scoring function: queue the request for the next batch, raise its own error if it had one."""
-        out = await self._batched((query, texts, top_n))
+        out = await self._batched((query, texts, top_n, options))
         if isinstance(out, BaseException):
             raise out
         assert isinstance(out, RankedResults)
         return out
 
     def __serve_build_asgi_app__(self) -> Any:
+        from crossrank.server.access import configure_logging
         from crossrank.server.app import create_app
+
+        configure_logging("info", self.settings.log_format, access=self.settings.access_log)
 
         return create_app(self.reranker, self.settings, rank=self.rank, load_on_startup=False)
 

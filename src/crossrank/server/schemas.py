@@ -1,8 +1,9 @@
 """Request and response bodies of every route, as the real clients send and expect them.
 
-Requests ignore unknown keys and accept ``null`` for every optional field (SDKs send
+Requests ignore keys no API defines and accept ``null`` for every optional field (SDKs send
 ``"top_n": null`` and fields of newer API versions), so a client of a newer or older API version
-still works. Responses are written by hand in :mod:`crossrank.server.app` (one JSON encode, no
+still works; every field an API does define is declared here and honoured (or refused with that
+API's error) by the route. Responses are written by hand in :mod:`crossrank.server.app` (one JSON encode, no
 second validation pass); the response models here document them in ``/docs`` and the OpenAPI
 schema, which the fuzz tests check the responses against.
 """
@@ -30,6 +31,14 @@ class DocumentObject(BaseModel):
     text: str | None = None
 
 
+def _instruction() -> Any:
+    return Field(
+        default=None,
+        description="task instruction for rerankers whose prompt has an instruction slot (Qwen3-Reranker, "
+        "mxbai-rerank-v2); refused (400) for models without one",
+    )
+
+
 class RerankV1Request(_Request):
     """Cohere v1 ``/v1/rerank`` (also Jina's and vLLM's ``/v1/rerank``)."""
 
@@ -38,8 +47,13 @@ class RerankV1Request(_Request):
     model: str | None = None
     top_n: int | None = Field(default=None, ge=1)
     return_documents: bool | None = None
-    rank_fields: list[str] | None = None
-    max_chunks_per_doc: int | None = None
+    rank_fields: list[str] | None = Field(
+        default=None, description="object documents: score these fields, in this order, as 'key: value' lines"
+    )
+    max_chunks_per_doc: int | None = Field(
+        default=None, ge=1, description="windows per document with long_documents=windows (one chunk otherwise)"
+    )
+    instruction: str | None = _instruction()
 
 
 class RerankV2Request(_Request):
@@ -49,9 +63,10 @@ class RerankV2Request(_Request):
     documents: list[str]
     model: str | None = None
     top_n: int | None = Field(default=None, ge=1)
-    max_tokens_per_doc: int | None = None
+    max_tokens_per_doc: int | None = Field(default=None, ge=1, description="cut each document to this many tokens")
     priority: int | None = None
     return_documents: bool | None = None
+    instruction: str | None = _instruction()
 
 
 class RerankRequest(_Request):
@@ -59,6 +74,8 @@ class RerankRequest(_Request):
 
     TEI: ``query``, ``texts``, ``raw_scores``, ``return_text``, ``truncate``, ``truncation_direction``.
     Infinity: ``query``, ``documents``, ``return_documents``, ``raw_scores``, ``model``, ``top_n``.
+    ``truncate: false`` makes an input longer than the model takes a 413 (TEI's answer);
+    ``truncation_direction: Left`` keeps a long text's end; both apply to either body.
     """
 
     query: str
@@ -68,9 +85,10 @@ class RerankRequest(_Request):
     return_text: bool | None = None
     return_documents: bool | None = None
     truncate: bool | None = None
-    truncation_direction: str | None = None
+    truncation_direction: str | None = Field(default=None, description="'Right' (default) or 'Left'")
     model: str | None = None
     top_n: int | None = Field(default=None, ge=1)
+    instruction: str | None = _instruction()
 
 
 # ---------------------------------------------------------------------------------------------- responses
@@ -92,14 +110,20 @@ class BilledUnits(_Response):
     search_units: float | None = None
 
 
+class Tokens(_Response):
+    input_tokens: int | None = Field(default=None, description="tokens of every model input scored")
+    output_tokens: int | None = None
+
+
 class Meta(_Response):
     api_version: ApiVersion | None = None
     billed_units: BilledUnits | None = None
+    tokens: Tokens | None = None
     warnings: list[str] | None = None
 
 
 class Usage(_Response):
-    """Present because Jina, vLLM and Infinity clients read it; crossrank does not count tokens (0)."""
+    """Jina's, vLLM's and Infinity's usage: the tokens of every model input scored (after truncation)."""
 
     total_tokens: int
     prompt_tokens: int | None = None
@@ -116,6 +140,7 @@ class RerankV1Response(_Response):
 class CohereV2Result(_Response):
     index: int
     relevance_score: float
+    document: ResultDocument | None = Field(default=None, description="only when return_documents is true")
 
 
 class RerankV2Response(_Response):

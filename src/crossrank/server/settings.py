@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import PurePath
+from pathlib import PurePath, PureWindowsPath
 
 from crossrank.errors import InvalidArgumentError
 
@@ -21,9 +21,12 @@ class ServerSettings:
     """Limits and access rules of one crossrank server.
 
     ``served_model_names``: the names a request's ``model`` field may carry (the first is reported
-    as the model). A request naming anything else gets 404 unless ``ignore_model_field`` is set; a
-    request can never make the server load a model or read a path. ``api_key``: when set, every
-    route but ``/health`` (and the docs) needs ``Authorization: Bearer <key>``.
+    as the model in every response; build them with :func:`model_names`, which never puts a
+    filesystem path there). A request naming anything else gets 404 unless ``ignore_model_field``
+    is set; a request can never make the server load a model or read a path. ``api_key``: when
+    set, every route but ``/health`` (and the docs) needs ``Authorization: Bearer <key>``.
+    ``access_log``: one log line per request (see :mod:`crossrank.server.access`); ``log_format``:
+    ``text`` or ``json`` (one JSON object per line), how ``crossrank serve`` writes its log.
     """
 
     served_model_names: tuple[str, ...] = ("crossrank",)
@@ -36,6 +39,8 @@ class ServerSettings:
     retry_after_s: int = 1
     docs: bool = True
     extra_labels: dict[str, str] = field(default_factory=dict)
+    access_log: bool = True
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         if not self.served_model_names or not all(isinstance(n, str) and n for n in self.served_model_names):
@@ -48,6 +53,8 @@ class ServerSettings:
             raise InvalidArgumentError(f"request_timeout_s must be a number > 0, got {self.request_timeout_s!r}")
         if self.api_key is not None and not self.api_key.strip():
             raise InvalidArgumentError("api_key is empty: pass a real key, or None to serve without one")
+        if self.log_format not in ("text", "json"):
+            raise InvalidArgumentError(f"log_format must be 'text' or 'json', got {self.log_format!r}")
 
     @property
     def model_name(self) -> str:
@@ -61,16 +68,46 @@ class ServerSettings:
         return requested in self.served_model_names
 
 
-def model_names(model: str, extra: tuple[str, ...] | list[str] = ()) -> tuple[str, ...]:
-    """The names a model is served under: the ones given first, then ``model`` as given and its last path part.
+def served_name(model: str | os.PathLike[str]) -> str:
+    """The name a model is served under by default: a Hub id as given, a local folder's own name.
 
-    ``../models/my-reranker`` answers to ``my-reranker`` too, so clients can name it without the
-    server's directory layout; a Hub id ``org/name`` answers to itself and ``name``.
+    Never a filesystem path: ``/srv/models/my-reranker`` is served as ``my-reranker``, and a folder
+    in the Hugging Face cache (``.../models--BAAI--bge-reranker-base/snapshots/<hash>``) as the
+    Hub id it was downloaded from (``BAAI/bge-reranker-base``), as TEI and vLLM name such models.
+    """
+    spec = os.fspath(model)
+    if "://" in spec:  # a rerank server's URL: its last path part, never the host or credentials
+        tail = spec.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        return tail if tail and "@" not in tail and ":" not in tail else "crossrank"
+    trimmed = spec.rstrip("/\\")
+    path = PureWindowsPath(trimmed) if "\\" in trimmed else PurePath(trimmed)
+    for part in reversed(path.parts):
+        if part.startswith("models--") and "--" in part[len("models--") :]:
+            return part[len("models--") :].replace("--", "/")
+    if _is_local(spec):
+        return path.name or "crossrank"
+    return spec
+
+
+def _is_local(spec: str) -> bool:
+    """Whether ``spec`` names a local path rather than a Hub id (``org/name``)."""
+    if spec.startswith(("/", "\\", ".", "~")) or (len(spec) > 1 and spec[1] == ":"):
+        return True
+    return os.path.exists(spec)
+
+
+def model_names(model: str | os.PathLike[str], extra: tuple[str, ...] | list[str] = ()) -> tuple[str, ...]:
+    """The names a model is served under: the ones given first, then :func:`served_name` (and a Hub id's last part).
+
+    ``../models/my-reranker`` is served as ``my-reranker`` (its path is never a name, so no
+    response or error can show where the server keeps its files, and no request can probe for
+    paths); a Hub id ``org/name`` answers to itself and ``name``. The first name is reported as
+    the model, so ``--served-model-name`` picks it, as with vLLM and Infinity.
     """
     names = [n for n in extra if n]
-    spec = os.fspath(model)
-    names.append(spec)
-    tail = PurePath(spec.rstrip("/\\")).name
+    name = served_name(model)
+    names.append(name)
+    tail = name.rsplit("/", 1)[-1]
     if tail:
         names.append(tail)
     return tuple(dict.fromkeys(names))

@@ -20,7 +20,7 @@ from crossrank.errors import InvalidArgumentError, missing_extra
 
 def require_training() -> None:
     """Fail early, naming the extra, when the trainers' dependencies are missing."""
-    for package in ("datasets", "accelerate"):
+    for package in ("torch", "sentence_transformers", "datasets", "accelerate"):  # crossrank[train] has [torch]
         try:
             importlib.import_module(package)
         except ImportError as exc:
@@ -168,11 +168,13 @@ def training_arguments(
     progress: bool,
     precision: str = "fp32",
     device: str = "cpu",
+    **extra: Any,
 ) -> Any:
     """Trainer arguments: step-based evaluation and checkpoints, best kept, no reporting.
 
     ``device`` and ``precision`` are resolved ones (:func:`training_device`,
     :func:`training_precision`): ``bf16`` turns on the trainer's autocast on that device.
+    ``extra`` are further fields of ``cls`` (the multi-vector trainer's ``max_length``).
     """
     return cls(
         output_dir=output_dir,
@@ -197,6 +199,7 @@ def training_arguments(
         use_cpu=device == "cpu",
         bf16=precision == "bf16",
         dataloader_num_workers=0,
+        **extra,
     )
 
 
@@ -211,6 +214,16 @@ def quiet(trainer: Any) -> Any:
 def losses_from(history: Sequence[dict[str, Any]]) -> list[float]:
     """Every logged training loss, in order."""
     return [float(h["loss"]) for h in history if "loss" in h and "eval_loss" not in h]
+
+
+def eval_history(history: Sequence[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+    """Every held-out evaluation of a run, in order: its step, epoch and metrics (prefix stripped)."""
+    out = []
+    for h in history:
+        metrics = {k.removeprefix(prefix): float(v) for k, v in h.items() if k.startswith(prefix)}
+        if metrics:
+            out.append({"step": int(h.get("step", 0)), "epoch": float(h.get("epoch", 0.0)), **metrics})
+    return out
 
 
 def best_eval(history: Sequence[dict[str, Any]], best_checkpoint: str | None, prefix: str) -> dict[str, float]:

@@ -153,10 +153,40 @@ class DistillReport:
     resumed_from: str | None = None
     swap: dict[str, Any] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)  # held-out metrics at each checkpoint
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
+
+    @classmethod
+    def from_run(
+        cls,
+        run: Any,
+        config: DistillConfig,
+        done: dict[str, Any],
+        *,
+        seconds: float,
+        swap: dict[str, Any] | None = None,
+    ) -> DistillReport:
+        """The report of a run from its ``trained`` record (a fresh one, or one read back)."""
+        return cls(
+            out=str(run.out),
+            student=done["student"],
+            teacher=done["teacher"],
+            collection=config.collection,
+            queries=done["queries"],
+            loss=config.loss,
+            steps=done["steps"],
+            losses=done["losses"],
+            before=done["before"],
+            after=done["after"],
+            seconds=seconds,
+            resumed_from=done.get("resumed_from"),
+            swap=swap,
+            settings=config.settings(),
+            evaluations=done.get("evaluations", []),
+        )
 
 
 def _groups(
@@ -188,6 +218,155 @@ def _groups(
     return {**cols, "label": labels}
 
 
+@dataclass
+class DistillData:
+    """What a student trains on: the query split, each query's candidates, the teacher's scores, the texts.
+
+    Built by :func:`prepare_data` (stages 1-3, each cached in the run folder); the bi-encoder
+    student here and the late-interaction student (:mod:`crossrank.training.late`) share it.
+    ``embedder`` is the one that built the collection (it queries the dense first stage).
+    """
+
+    train: list[TrainQuery]
+    held_out: list[TrainQuery]
+    candidates: dict[str, list[str]]
+    scores: dict[str, list[float]]
+    texts: dict[str, str]
+    teacher: dict[str, Any]
+    embedder: str
+
+    def columns(self, config: DistillConfig) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+        """Training and held-out groups (seeded): query, the teacher's best, ``negatives`` others, their labels."""
+        rng = random.Random(config.seed)
+        train_cols = _groups(
+            self.train,
+            self.candidates,
+            self.scores,
+            self.texts,
+            negatives=config.negatives,
+            per_query=config.groups_per_query,
+            rng=rng,
+        )
+        eval_cols = _groups(
+            self.held_out, self.candidates, self.scores, self.texts, negatives=config.negatives, per_query=1, rng=rng
+        )
+        if not train_cols["query"] or not eval_cols["query"]:
+            raise DatasetError(
+                f"too few candidates per query for {config.negatives} negatives: lower --negatives or raise "
+                "--candidates"
+            )
+        return train_cols, eval_cols
+
+    def held_out_samples(self) -> list[Any]:
+        """The held-out queries with all their candidates, known positives and teacher scores."""
+        from crossrank.training.evaluation import HeldOut
+
+        return [
+            HeldOut(
+                q.text,
+                self.candidates[q.qid],
+                [self.texts[d] for d in self.candidates[q.qid]],
+                dict(q.positives),
+                self.scores[q.qid],
+            )
+            for q in self.held_out
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        """The teacher and the split sizes, for the run's record and the report."""
+        return {"teacher": self.teacher, "queries": {"train": len(self.train), "held_out": len(self.held_out)}}
+
+
+def prepare_data(run: Any, config: DistillConfig, client: Any) -> DistillData:
+    """Stages 1-3 of a distillation: queries and their split, first-stage candidates, teacher scores.
+
+    Raises:
+        EmbedderMismatchError: ``config.embedder`` is not the embedder that built the collection.
+        CollectionNotFoundError, DatasetError: no such collection, or an empty one.
+    """
+    from crossrank.model_files import default_model
+    from crossrank.retrieval.embedder_record import check_embedder, recorded_embedder
+    from crossrank.retrieval.embeddings import resolve_embedder
+    from crossrank.training.collection import get_existing, snapshot
+
+    source = get_existing(client, config.collection)
+    recorded, _ = recorded_embedder(source)
+    if config.embedder is not None:
+        spec = resolve_embedder(config.embedder)
+        check_embedder(source, spec)
+    else:
+        spec = resolve_embedder(recorded) if recorded else resolve_embedder(None)
+    docs = snapshot(source).as_docs()
+    if not docs:
+        raise DatasetError(f"collection {config.collection!r} is empty: index documents first")
+    texts = {d: t for d, (t, _) in docs.items()}
+    train_q, held_q = _split(run, config, docs)
+    cands = _candidates(run, config, spec, train_q + held_q, docs)
+    scores, teacher_info = _teacher(run, config, config.teacher or default_model(), train_q + held_q, cands, texts)
+    return DistillData(train_q, held_q, cands, scores, texts, teacher_info, spec)
+
+
+def train_student(
+    run: Any,
+    config: DistillConfig,
+    data: DistillData,
+    *,
+    model: Any,
+    loss: Any,
+    kind: str,
+    trainer_class: Any,
+    args_class: Any,
+    callbacks: Sequence[Any],
+    **extra_args: Any,
+) -> dict[str, Any]:
+    """Train ``model`` on ``data``'s groups with ``loss`` (resuming from a checkpoint); the best goes to ``out``.
+
+    The loop both students share: held-out evaluation of ``kind`` (see
+    :class:`~crossrank.training.evaluation.HeldOutEvaluator`) before training and at every
+    checkpoint, the best checkpoint kept. ``extra_args`` go to ``args_class``. Returns the run's
+    record: before / after metrics, steps, losses, every evaluation and where it resumed from.
+    """
+    from datasets import Dataset
+
+    from crossrank.training.common import eval_history
+    from crossrank.training.evaluation import HeldOutEvaluator
+
+    train_cols, eval_cols = data.columns(config)
+    evaluator = HeldOutEvaluator(data.held_out_samples(), kind, batch_size=config.batch_size)
+    before = evaluate_before(run, evaluator, model)
+    plan = schedule(len(train_cols["query"]), config.batch_size, config.epochs, config.max_steps, config.evaluations)
+    args = training_arguments(
+        args_class,
+        str(run.checkpoints),
+        batch_size=config.batch_size,
+        plan=plan,
+        metric=evaluator.trainer_metric,
+        **optimizer_options(config),
+        **extra_args,
+    )
+    trainer = quiet(
+        trainer_class(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_dict(train_cols),
+            eval_dataset=Dataset.from_dict(eval_cols),
+            loss=loss,
+            evaluator=evaluator,
+            callbacks=list(callbacks),
+        )
+    )
+    after, history, resume = fit(run, trainer)
+    model.save_pretrained(str(run.out))
+    return {
+        "before": before,
+        "after": after,
+        "steps": int(trainer.state.global_step),
+        "losses": losses_from(history),
+        "evaluations": eval_history(history, "eval_heldout_"),
+        "resumed_from": resume,
+    }
+
+
 def distill(config: DistillConfig, *, callbacks: Sequence[Any] = ()) -> DistillReport:
     """Run (or resume) a distillation; see the module docstring. ``callbacks`` go to the trainer.
 
@@ -196,46 +375,18 @@ def distill(config: DistillConfig, *, callbacks: Sequence[Any] = ()) -> DistillR
         CollectionNotFoundError, DatasetError, InvalidArgumentError: bad inputs.
         BackendUnavailableError: the ``crossrank[train]`` extra is missing.
     """
-    from crossrank.model_files import default_model
     from crossrank.retrieval.chroma import open_client
-    from crossrank.retrieval.embedder_record import check_embedder, recorded_embedder
     from crossrank.retrieval.embeddings import embedding_function, resolve_embedder
-    from crossrank.training.collection import get_existing, reembed, snapshot
+    from crossrank.training.collection import reembed
 
     run, t0 = begin_run(config)
     client = open_client(config.db, config.chroma_url)
     done = run.stage("trained")
 
     if done is None:  # a finished run never reopens the source: after a swap it holds the student's vectors
-        source = get_existing(client, config.collection)
-        recorded, _ = recorded_embedder(source)
-        if config.embedder is not None:
-            spec = resolve_embedder(config.embedder)
-            check_embedder(source, spec)
-        else:
-            spec = resolve_embedder(recorded) if recorded else resolve_embedder(None)
-        student_spec = resolve_embedder(config.student) if config.student else spec
-        teacher_spec = config.teacher or default_model()
-        docs = snapshot(source).as_docs()
-        if not docs:
-            raise DatasetError(f"collection {config.collection!r} is empty: index documents first")
-        texts = {d: t for d, (t, _) in docs.items()}
-        train_q, held_q = _split(run, config, docs)
-        cands = _candidates(run, config, spec, train_q + held_q, docs)
-        scores, teacher_info = _teacher(run, config, teacher_spec, train_q + held_q, cands, texts)
-        before, after, steps, losses, resumed = _train(
-            run, config, student_spec, train_q, held_q, cands, scores, texts, callbacks
-        )
-        done = {
-            "student": student_spec,
-            "before": before,
-            "after": after,
-            "steps": steps,
-            "losses": losses,
-            "resumed_from": resumed,
-            "teacher": teacher_info,
-            "queries": {"train": len(train_q), "held_out": len(held_q)},
-        }
+        data = prepare_data(run, config, client)
+        student_spec = resolve_embedder(config.student) if config.student else data.embedder
+        done = {"student": student_spec, **_train(run, config, student_spec, data, callbacks), **data.summary()}
         run.save_stage("trained", done)
         _model_card(run, config, student_spec, done)
         if not config.keep_checkpoints:
@@ -255,22 +406,7 @@ def distill(config: DistillConfig, *, callbacks: Sequence[Any] = ()) -> DistillR
         )
         swap = rep.to_dict()
         run.save_stage("swap", swap)
-    return DistillReport(
-        out=str(run.out),
-        student=done["student"],
-        teacher=done["teacher"],
-        collection=config.collection,
-        queries=done["queries"],
-        loss=config.loss,
-        steps=done["steps"],
-        losses=done["losses"],
-        before=done["before"],
-        after=done["after"],
-        seconds=time.perf_counter() - t0,
-        resumed_from=done.get("resumed_from"),
-        swap=swap,
-        settings=config.settings(),
-    )
+    return DistillReport.from_run(run, config, done, seconds=time.perf_counter() - t0, swap=swap)
 
 
 def _split(
@@ -346,43 +482,19 @@ def _teacher(
 
 
 def _train(
-    run: Any,
-    config: DistillConfig,
-    student: str,
-    train_q: Sequence[TrainQuery],
-    held_q: Sequence[TrainQuery],
-    cands: dict[str, list[str]],
-    scores: dict[str, list[float]],
-    texts: dict[str, str],
-    callbacks: Sequence[Any],
-) -> tuple[dict[str, float], dict[str, float], int, list[float], str | None]:
-    """Train the student (resuming from the last checkpoint if any) and save the best model to ``out``."""
-    from datasets import Dataset
+    run: Any, config: DistillConfig, student: str, data: DistillData, callbacks: Sequence[Any]
+) -> dict[str, Any]:
+    """Train the bi-encoder student (resuming from the last checkpoint if any); the best model goes to ``out``."""
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from sentence_transformers import SentenceTransformerTrainingArguments as Args
     from sentence_transformers.sentence_transformer.losses import DistillKLDivLoss, MarginMSELoss
 
-    from crossrank.training.evaluation import HeldOut, HeldOutEvaluator
     from crossrank.training.losses import in_batch_kl_loss
 
-    rng = random.Random(config.seed)
-    train_cols = _groups(
-        train_q, cands, scores, texts, negatives=config.negatives, per_query=config.groups_per_query, rng=rng
-    )
-    eval_cols = _groups(held_q, cands, scores, texts, negatives=config.negatives, per_query=1, rng=rng)
-    if not train_cols["query"] or not eval_cols["query"]:
-        raise DatasetError(
-            f"too few candidates per query for {config.negatives} negatives: lower --negatives or raise --candidates"
-        )
-    samples = [
-        HeldOut(q.text, cands[q.qid], [texts[d] for d in cands[q.qid]], dict(q.positives), scores[q.qid])
-        for q in held_q
-    ]
+    data.columns(config)  # too few candidates: fail before the model loads
     model = SentenceTransformer(student, device=training_device(config.device))
     if config.max_seq_length:
         model.max_seq_length = config.max_seq_length
-    evaluator = HeldOutEvaluator(samples, "bi-encoder", batch_size=config.batch_size)
-    before = evaluate_before(run, evaluator, model)
     similarity = ScaledCosine(config.scale)
     loss: Any
     if config.loss == "kl":
@@ -391,36 +503,23 @@ def _train(
         loss = in_batch_kl_loss(model, scale=config.scale, temperature=config.temperature)
     else:
         loss = MarginMSELoss(model, similarity_fct=similarity)
-    plan = schedule(len(train_cols["query"]), config.batch_size, config.epochs, config.max_steps, config.evaluations)
-    args = training_arguments(
-        Args,
-        str(run.checkpoints),
-        batch_size=config.batch_size,
-        plan=plan,
-        metric=evaluator.trainer_metric,
-        **optimizer_options(config),
+    return train_student(
+        run,
+        config,
+        data,
+        model=model,
+        loss=loss,
+        kind="bi-encoder",
+        trainer_class=SentenceTransformerTrainer,
+        args_class=Args,
+        callbacks=callbacks,
     )
-    trainer = quiet(
-        SentenceTransformerTrainer(
-            model=model,
-            args=args,
-            train_dataset=Dataset.from_dict(train_cols),
-            eval_dataset=Dataset.from_dict(eval_cols),
-            loss=loss,
-            evaluator=evaluator,
-            callbacks=list(callbacks),
-        )
-    )
-    after, history, resume = fit(run, trainer)
-    model.save_pretrained(str(run.out))
-    return before, after, int(trainer.state.global_step), losses_from(history), resume
 
 
 def _model_card(run: Any, config: DistillConfig, student: str, done: dict[str, Any]) -> None:
     """MODEL_CARD.md beside the student: data, loss, settings and the held-out table."""
     from crossrank.training.modelcard import write_card
 
-    q = done["queries"]
     teacher = done["teacher"]
     write_card(
         run.out / "MODEL_CARD.md",
@@ -429,15 +528,7 @@ def _model_card(run: Any, config: DistillConfig, student: str, done: dict[str, A
             f"A sentence-transformers bi-encoder, initialised from `{student}` and trained to order the first-stage "
             f"candidates of collection `{config.collection}` the way the cross-encoder `{teacher['model']}` does."
         ),
-        data=[
-            f"Queries: {q['train']} for training, {q['held_out']} held out "
-            f"({'given: ' + str(config.queries) if config.queries else 'no given queries'}; "
-            f"{config.pseudo_queries} pseudo-queries cut from the collection, kinds {', '.join(config.pseudo_kinds)}).",
-            f"Candidates: the collection's {config.first_stage} top-{config.candidates} per query, "
-            "plus known positives.",
-            f"Teacher scores: {teacher['model']} on {teacher['backend']} at {teacher['max_length']} tokens "
-            f"({teacher['pairs_scored']} pairs scored, {teacher['pairs_from_cache']} from the cache).",
-        ],
+        data=card_data(config, done),
         training=[
             "Loss: "
             + {
@@ -461,3 +552,17 @@ def _model_card(run: Any, config: DistillConfig, student: str, done: dict[str, A
             "records it in its metadata (`crossrank:embedder`).",
         ],
     )
+
+
+def card_data(config: DistillConfig, done: dict[str, Any]) -> list[str]:
+    """The model card's data lines: the queries, the candidates and the teacher's scores."""
+    q = done["queries"]
+    teacher = done["teacher"]
+    return [
+        f"Queries: {q['train']} for training, {q['held_out']} held out "
+        f"({'given: ' + str(config.queries) if config.queries else 'no given queries'}; "
+        f"{config.pseudo_queries} pseudo-queries cut from the collection, kinds {', '.join(config.pseudo_kinds)}).",
+        f"Candidates: the collection's {config.first_stage} top-{config.candidates} per query, plus known positives.",
+        f"Teacher scores: {teacher['model']} on {teacher['backend']} at {teacher['max_length']} tokens "
+        f"({teacher['pairs_scored']} pairs scored, {teacher['pairs_from_cache']} from the cache).",
+    ]

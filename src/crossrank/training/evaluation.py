@@ -70,10 +70,12 @@ def first_stage_metrics(samples: Sequence[HeldOut], k: int = 10) -> dict[str, fl
 
 
 class HeldOutEvaluator(BaseEvaluator):
-    """A sentence-transformers evaluator over :class:`HeldOut` samples, for either model kind.
+    """A sentence-transformers evaluator over :class:`HeldOut` samples, for any of the three model kinds.
 
     ``kind`` is ``"bi-encoder"`` (a ``SentenceTransformer``: cosine of query and document
-    embeddings) or ``"cross-encoder"`` (a ``CrossEncoder``: its raw logit per pair).
+    embeddings), ``"cross-encoder"`` (a ``CrossEncoder``: its raw logit per pair) or
+    ``"multi-vector"`` (a ``MultiVectorEncoder``: MaxSim of the query's and each document's token
+    vectors, by the model's own ``similarity``).
     """
 
     def __init__(self, samples: Sequence[HeldOut], kind: str, *, name: str = "heldout", batch_size: int = 32) -> None:
@@ -96,6 +98,8 @@ class HeldOutEvaluator(BaseEvaluator):
                 model.predict(pairs, batch_size=self.batch_size, activation_fn=_identity(), show_progress_bar=False),
                 dtype=np.float64,
             ).reshape(-1)
+        elif self.kind == "multi-vector":
+            flat = self._maxsim(model)
         else:
             texts = list(dict.fromkeys(t for s in self.samples for t in s.texts))
             docs = model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True)
@@ -115,6 +119,19 @@ class HeldOutEvaluator(BaseEvaluator):
             out.append([float(x) for x in flat[at : at + len(s.ids)]])
             at += len(s.ids)
         return out
+
+    def _maxsim(self, model: Any) -> np.ndarray:
+        """Every sample's MaxSim scores, flat: each distinct text encoded once, as a document."""
+        texts = list(dict.fromkeys(t for s in self.samples for t in s.texts))
+        docs = model.encode_document(texts, batch_size=self.batch_size, show_progress_bar=False)
+        where = {t: i for i, t in enumerate(texts)}
+        queries = model.encode_query([s.query for s in self.samples], batch_size=self.batch_size)
+        return np.concatenate(
+            [
+                model.similarity(q, [docs[where[t]] for t in s.texts]).float().cpu().numpy().reshape(-1)
+                for s, q in zip(self.samples, queries)
+            ]
+        ).astype(np.float64)
 
     def __call__(
         self, model: Any, output_path: str | None = None, epoch: int = -1, steps: int = -1

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from crossrank import Candidate, InvalidQueryError, RankedResults, Reranker
+from crossrank import Candidate, Cascade, InvalidQueryError, RankedResults, Reranker
 from crossrank.integrations import RerankOptions, copy_metadata
 from crossrank.integrations.candidates import to_candidates
 
@@ -38,6 +38,9 @@ class CrossRankRerank(RerankOptions, BaseNodePostprocessor):
     ranks every node, then the LLM reorders its top ``llm_top_k`` (``llm_mode`` ``listwise`` or
     ``pointwise``, ``llm_kwargs`` for budget and prompts). ``score`` is then the score of the last
     stage that ranked the node (scales differ between stages; the list order is the ranking).
+    ``reranker=`` also takes a :class:`~crossrank.Cascade`, e.g. a late-interaction stage then the
+    cross-encoder (nodes from a crossrank-indexed Chroma use their stored token vectors, found by
+    their text).
     """
 
     keep_retrieval_score: bool = Field(default=False, description="Keep the first-stage score in metadata.")
@@ -45,7 +48,7 @@ class CrossRankRerank(RerankOptions, BaseNodePostprocessor):
         default=MetadataMode.NONE, description="Which metadata the cross-encoder reads with the node text."
     )
 
-    def __init__(self, *, reranker: Reranker | None = None, **data: Any) -> None:
+    def __init__(self, *, reranker: Reranker | Cascade | None = None, **data: Any) -> None:
         super().__init__(reranker=reranker, **data)
 
     @classmethod
