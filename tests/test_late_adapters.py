@@ -108,3 +108,13 @@ def test_llama_index_query_engine_with_a_late_stage(indexed: dict[str, Path], ti
     assert [n.node.get_content() for n in response.source_nodes] == [r.text for r in want]
     assert [n.score for n in response.source_nodes] == [r.score for r in want]
     assert {n.node.node_id for n in response.source_nodes} <= {n.node.node_id for n in nodes}
+
+
+def test_pipeline_keeps_a_given_scorers_store_and_load_options(indexed: dict[str, Path], tmp_path: Path) -> None:
+    """``Pipeline(late=scorer)`` ranks with that scorer's store and loads its model as that scorer does."""
+    elsewhere = LateVectorStore(tmp_path / "elsewhere")
+    given = LateInteractionScorer(indexed["late"], store=elsewhere, device="cpu")
+    pipe = Pipeline("notes", db=indexed["db"], embedder=indexed["bi"], late=given, candidates=0)
+    assert pipe.late is not None and pipe.late.store_path == elsewhere.path
+    assert pipe.late.scorer.model is given.model  # device="cpu" kept: the same loaded copy
+    assert len(pipe.search(QUERY, top_n=3).hits) == 3

@@ -121,3 +121,13 @@ def test_eval_rows_for_late_interaction_and_three_stages(
     assert code == 0, err
     assert "| dense | late interaction, top 20 → cross-encoder top 15 |" in out
     assert "late interaction: mv, 16-dim fp16 vectors, 40 documents" in out and "this run encoded 0 " in out
+
+
+def test_query_refuses_late_interaction_with_llm_before_opening_chroma(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    db = tmp_path / "db"
+    argv = ["query", "aspirin", "--db", str(db), "--late-interaction", "mv", "--llm", "http://127.0.0.1:9"]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "cannot be combined" in err
+    assert not db.exists()  # nothing was opened or created first

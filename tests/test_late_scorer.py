@@ -4,6 +4,8 @@ the ColBERT / PyLate encoding recipe computed directly with transformers, and th
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import string
 import threading
 from pathlib import Path
@@ -101,6 +103,22 @@ def test_fp16_and_int8_agree_with_fp32(late_folders: dict[str, Path]) -> None:
     v = LateInteractionScorer(late_folders["st"]).model.encode_documents(DOCS[:1])[0]
     assert pack(v, "fp16").nbytes * 2 == pack(v, "fp32").nbytes
     assert pack(v, "int8").nbytes == v.shape[0] * (v.shape[1] + 4)
+
+
+def test_identity_names_the_declared_similarity_before_the_model_loads(
+    late_folders: dict[str, Path], tmp_path: Path
+) -> None:
+    """A folder saved with meanmaxsim: the score cache's key (identity) must not change when the weights load."""
+    folder = Path(shutil.copytree(late_folders["st"], tmp_path / "mean"))
+    config = folder / "config_sentence_transformers.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "similarity_fn_name": "meanmaxsim"}))
+    scorer = LateInteractionScorer(folder, precision="fp32")
+    before = scorer.identity
+    got = scorer.score(QUERY, DOCS, ScoreSettings()).raw
+    assert scorer.model.encoder.similarity_fn_name == "meanmaxsim"  # what sentence-transformers loaded
+    assert before.endswith(":meanmaxsim") and scorer.identity == before
+    plain = LateInteractionScorer(late_folders["st"], precision="fp32").score(QUERY, DOCS, ScoreSettings()).raw
+    np.testing.assert_allclose(got, plain / scorer.encode_query(QUERY).shape[0], rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------- formats

@@ -58,3 +58,16 @@ def test_cohere_v2_route_ranks_by_mean_maxsim(served: Any) -> None:
 
     info = httpx.get(f"{url}/info", headers={"Authorization": "Bearer k"}).json()
     assert info["kind"] == "late-interaction" and "similarity" in info["score_scale"]
+
+
+def test_cross_encoder_options_are_refused_not_dropped(served: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from crossrank.cli import main
+    from crossrank.errors import InvalidArgumentError
+
+    _, folder = served
+    for extra in (["--quantize", "int8"], ["--max-length", "64"], ["--backend", "onnx"], ["--model", "other"]):
+        args = build_parser().parse_args(["serve", "--late-interaction", str(folder), *extra])
+        with pytest.raises(InvalidArgumentError, match=f"{extra[0]} apply to a cross-encoder"):
+            late_reranker(args, late_model(args, str(folder)) or "")
+    assert main(["serve", "--model", "x", "--late-store", str(folder)]) == 2  # a store without its model
+    assert "--late-store holds a late-interaction model's vectors" in capsys.readouterr().err

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import SHARED_MODEL
 from tokenizers import Tokenizer, processors
 
 from crossrank import Reranker
@@ -37,11 +38,9 @@ from crossrank.scoring.pairs import EncodedPairs, PairEncoder, load_tokenizer, p
 from crossrank.scoring.token_cache import ENTRY_OVERHEAD, TokenCache, set_token_cache_mb, token_cache_for
 from crossrank.testing import FAMILIES, make_tiny_model
 
-from conftest import SHARED_MODEL
-
 L = 64  # max_length: short enough that the long texts get truncated and windowed
 
-WORDS = "the heart risk of aspirin and coffee in patients with blood sugar".split()
+WORDS = ["the", "heart", "risk", "of", "aspirin", "and", "coffee", "in", "patients", "with", "blood", "sugar"]
 QUERIES = [
     "does aspirin lower heart risk",
     "a",
@@ -216,7 +215,9 @@ def test_padded_batch_masks_equal_the_tokenizers(toks: list[Tok]) -> None:
                 ref = tok.hf([q] * len(DOCS), DOCS, max_length=L, truncation="only_second", padding=True)
             mask = np.asarray(ref["attention_mask"])
             assert np.array_equal(batch["attention_mask"], mask), tok.name
-            assert np.array_equal(np.where(mask == 1, batch["input_ids"], -1), np.where(mask == 1, ref["input_ids"], -1))
+            assert np.array_equal(
+                np.where(mask == 1, batch["input_ids"], -1), np.where(mask == 1, ref["input_ids"], -1)
+            )
 
 
 def test_cached_and_uncached_inputs_are_identical_for_every_setting(toks: list[Tok]) -> None:
@@ -415,7 +416,7 @@ def test_pretokenize_fills_the_cache_without_loading_the_model(tiny_model: Path)
     clear_engines()
     rr = Reranker(tiny_model, backend="torch", max_length=32)
     docs = [f"document number {i} about heart risk" for i in range(5)]
-    assert rr.pretokenize(docs + [{"text": docs[0]}]) == 5
+    assert rr.pretokenize([*docs, {"text": docs[0]}]) == 5
     assert not rr.local.loaded
     assert rr.pretokenize(docs) == 0  # already there
     res = rr.rerank("heart", docs)
@@ -455,3 +456,25 @@ def test_the_pipeline_pretokenizes_what_it_indexes(tmp_path: Path, tiny_model: P
     assert res.hits and res.candidates == filled
     assert (cache.info().hits, cache.info().misses) == (filled, 0)  # the first search tokenized only its query
     assert pipe.warmup() == 0  # everything in the collection is cached already
+
+
+def test_the_server_reports_the_token_cache_in_its_metrics(tiny_model: Path) -> None:
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("fastapi")
+    from crossrank.server import ServerSettings, create_app
+    from crossrank.server.testing import serve_in_thread
+
+    rr = Reranker(tiny_model, backend="torch", max_length=32)
+    rr.engine.token_cache.clear()
+    app = create_app(rr, ServerSettings(served_model_names=("tiny",)))
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        for q in ("heart", "sleep"):  # the async path: the second request's documents are all cached
+            assert client.post("/v1/rerank", json={"query": q, "documents": DOCS_E2E}).status_code == 200
+        text = client.get("/metrics").text
+    values = {
+        line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith("crossrank_token")
+    }
+    # Misses: the server's warm-up document ("warm up"), then the first request's; hits: the second request's.
+    assert values["crossrank_token_cache_misses_total"] == 1 + len(DOCS_E2E)
+    assert values["crossrank_token_cache_hits_total"] == len(DOCS_E2E)
+    assert values["crossrank_token_cache_entries"] == 1 + len(DOCS_E2E)

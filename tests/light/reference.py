@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--export", required=True, help="the exported folder (recorded for the light test)")
     p.add_argument("--dataset", required=True, help="BEIR SciFact folder")
     p.add_argument("--out", required=True)
-    p.add_argument("--queries", type=int, default=10)
-    p.add_argument("--others", type=int, default=20, help="fixed non-relevant abstracts added to every claim")
+    p.add_argument("--queries", type=int, default=8)
+    p.add_argument("--others", type=int, default=12, help="fixed non-relevant abstracts added to every claim")
     args = p.parse_args(argv)
 
     from sentence_transformers import CrossEncoder

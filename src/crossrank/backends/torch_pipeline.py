@@ -54,6 +54,7 @@ def settings_for(device: str, environ: Mapping[str, str] | None = None) -> RunSe
     """Read :data:`BUCKETS_ENV` and :data:`COMPILE_ENV` for ``device``; a bad value is an ``InvalidArgumentError``."""
     env = os.environ if environ is None else environ
     raw = env.get(BUCKETS_ENV, "auto").strip().lower() or "auto"
+    buckets: tuple[int, ...]
     if raw == "auto":
         buckets = DEFAULT_BUCKETS if device.startswith("cuda") else ()
     elif raw == "on":

@@ -44,14 +44,10 @@ def run(args: argparse.Namespace) -> int:
     extra = {"late": late, "late_store": args.late_store} if late is not None else {}
     pipe = common.pipeline(args, create=bool(args.paths), with_model=False, **extra)
     progress = not args.json and not args.quiet
-    if not args.paths or args.rebuild:
-        sync = pipe.index_late(rebuild=args.rebuild, progress=progress)
-        if args.paths:
-            overlap = args.overlap if args.overlap is not None else args.chunk_size // 5
-            rep = pipe.index_paths(args.paths, chunk_size=args.chunk_size, overlap=overlap, progress=progress)
-            sync = rep.late or sync
-            return _report(args, rep, sync, pipe)
-        return _report(args, None, sync, pipe)
+    if not args.paths:  # the vectors only, for the collection as it is
+        return _report(args, None, pipe.index_late(rebuild=args.rebuild, progress=progress), pipe)
+    if args.rebuild:  # start the vectors over; indexing the paths then syncs them again (rep.late)
+        pipe.index_late(rebuild=True, progress=progress)
     overlap = args.overlap if args.overlap is not None else args.chunk_size // 5
     rep = pipe.index_paths(args.paths, chunk_size=args.chunk_size, overlap=overlap, progress=progress)
     return _report(args, rep, rep.late, pipe)

@@ -105,10 +105,10 @@ def run(args: argparse.Namespace) -> int:
     where = _filter(args.where)
     where_doc = _filter(args.where_document)
     late = common.late_spec(args)
+    if late is not None and getattr(args, "llm", None):  # before Chroma is opened
+        raise InvalidArgumentError("--late-interaction and --llm cannot be combined yet: pick one extra stage")
     extra = {"late": late, "late_candidates": args.late_candidates, "late_store": args.late_store} if late else {}
     pipe = common.pipeline(args, create=False, hybrid=args.hybrid, **extra)
-    if late is not None and getattr(args, "llm", None):
-        raise InvalidArgumentError("--late-interaction and --llm cannot be combined yet: pick one extra stage")
     if getattr(args, "llm", None):
         return _run_with_llm(args, pipe, where, where_doc)
     res = pipe.search(

@@ -143,6 +143,22 @@ def late_reranker(args: argparse.Namespace, model: str) -> Any:
             "--long-documents windows does not apply to late interaction (each document is read once, up to its "
             "document length)"
         )
+    # The cross-encoder's options have no meaning here: refused, never dropped silently.
+    unused = [
+        flag
+        for flag, given in (
+            ("--backend", args.backend != "auto"),
+            ("--quantize", args.quantize != "auto"),
+            ("--max-length", args.max_length is not None),
+            ("--model", bool(args.model and args.late_interaction and args.model != args.late_interaction)),
+        )
+        if given
+    ]
+    if unused:
+        raise InvalidArgumentError(
+            f"{', '.join(unused)} apply to a cross-encoder; this server serves the late-interaction model {model} "
+            "alone: leave them out"
+        )
     store = LateVectorStore(args.late_store, readonly=True) if args.late_store else None
     return Reranker(LateInteractionScorer(model, store=store, similarity="meanmaxsim", device=args.device))
 
@@ -161,6 +177,12 @@ def run(args: argparse.Namespace) -> int:
     late = late_model(args, model)
     if late is not None:
         model = late
+    elif args.late_store:
+        from crossrank.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(
+            "--late-store holds a late-interaction model's vectors: add --late-interaction MODEL"
+        )
     settings = settings_from(args, model)
     configure_logging(args.log_level, settings.log_format, access=settings.access_log)
     log = logging.getLogger("crossrank.server")

@@ -12,7 +12,12 @@ A core-level area (like ``remote``): it imports only the core; ``retrieval``, ``
 and ``cli`` build on it.
 """
 
-from crossrank.late.errors import LateModelMismatchError, LateStoreError, LateStoreOutOfSyncError
+from crossrank.late.errors import (
+    LateModelMismatchError,
+    LateStoreChangedError,
+    LateStoreError,
+    LateStoreOutOfSyncError,
+)
 from crossrank.late.indexer import SyncReport, sync_store
 from crossrank.late.maxsim import Packed, maxsim, pack, quantize_int8, to_fp16
 from crossrank.late.model import (
@@ -28,6 +33,7 @@ from crossrank.late.store import LateVectorStore, store_path, text_hash
 __all__ = [
     "LateInteractionScorer",
     "LateModelMismatchError",
+    "LateStoreChangedError",
     "LateStoreError",
     "LateStoreOutOfSyncError",
     "LateVectorStore",

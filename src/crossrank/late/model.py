@@ -26,7 +26,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,13 +87,7 @@ class ModelRecord:
     query_length: int | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "fingerprint": self.fingerprint,
-            "dim": self.dim,
-            "document_length": self.document_length,
-            "query_length": self.query_length,
-        }
+        return asdict(self)
 
 
 class MultiVectorModel:

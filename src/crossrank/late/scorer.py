@@ -24,11 +24,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from crossrank.errors import InvalidArgumentError
-from crossrank.late.errors import LateModelMismatchError
+from crossrank.late.errors import LateModelMismatchError, LateStoreChangedError
 from crossrank.late.maxsim import PRECISIONS, Packed, maxsim, pack
 from crossrank.late.model import MultiVectorModel, folder_fingerprint, load_multi_vector_model
 from crossrank.late.store import LateVectorStore, text_hash
@@ -92,6 +93,19 @@ def _declared_document_length(path: Path) -> int | None:
     return None
 
 
+def _declared_similarity(path: Path) -> str | None:
+    """The similarity a folder declares (ST's ``similarity_fn_name``), unloaded; None where it names none we take.
+
+    sentence-transformers loads the same value (and MaxSim where a save names another, e.g. PyLate's "MaxSim").
+    """
+    try:
+        value = json.loads((path / "config_sentence_transformers.json").read_text(encoding="utf-8"))
+        value = value.get("similarity_fn_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if value in SIMILARITIES else None
+
+
 class LateInteractionScorer:
     """A :class:`~crossrank.scoring.Scorer` that ranks by MaxSim between token vectors (ColBERT-style).
 
@@ -136,6 +150,13 @@ class LateInteractionScorer:
             isinstance(pool_factor, bool) or not isinstance(pool_factor, int) or pool_factor < 1
         ):
             raise InvalidArgumentError(f"pool_factor must be an int >= 1 or None, got {pool_factor!r}")
+        self._given: dict[str, Any] = {
+            "precision": precision,
+            "pool_factor": pool_factor,
+            "similarity": similarity,
+            "batch_size": batch_size,
+            "cache_mb": cache_mb,
+        }
         self._load_options = {
             "device": device,
             "local_files_only": local_files_only,
@@ -148,12 +169,14 @@ class LateInteractionScorer:
             self._model = model
             self.model_name, self.fingerprint = model.name, model.fingerprint
             self._declared_length: int | None = model.document_length
+            self._declared_similarity: str | None = model.similarity
         else:
             self.model_name = os.fspath(model)
             path = Path(self.model_name).expanduser()
             if path.is_dir():
                 self.fingerprint = folder_fingerprint(path)
                 self._declared_length = _declared_document_length(path)
+                self._declared_similarity = _declared_similarity(path)
             elif self.model_name.startswith((".", "/", "~")):
                 from crossrank.errors import ModelNotFoundError
 
@@ -161,12 +184,15 @@ class LateInteractionScorer:
             else:
                 self.fingerprint = f"hub:{self.model_name}@{revision or 'main'}"
                 self._declared_length = None
+                self._declared_similarity = None
         self.store = store
         rec = store.record if store is not None else None
         if rec is not None:
             if precision is not None and precision != rec["precision"]:
                 raise LateModelMismatchError(
-                    f"precision={precision!r} but the store at {store.path} keeps {rec['precision']} vectors"  # type: ignore[union-attr]
+                    f"precision={precision!r} but the store at {store.path} keeps {rec['precision']} vectors: "  # type: ignore[union-attr]
+                    "leave precision unset to use the store's, or rebuild the store in that precision "
+                    f"(crossrank index ... --late-interaction MODEL --late-precision {precision} --rebuild)"
                 )
             if pool_factor is not None and (pool_factor if pool_factor > 1 else None) != rec.get("pool_factor"):
                 raise LateModelMismatchError(
@@ -191,6 +217,17 @@ class LateInteractionScorer:
         self._totals = {"cached": 0, "stored": 0, "encoded": 0}
         self._totals_lock = threading.Lock()
 
+    def options(self) -> dict[str, Any]:
+        """The options this scorer was built with, as given: ``precision``, ``pool_factor`` and
+        ``similarity`` are None where they were left to the store or the model, plus ``batch_size``
+        and ``cache_mb``.
+
+        A scorer built from these over another store adopts that store's precision and pooling
+        unless they were asked for explicitly (then a store built otherwise is refused), as a model
+        given by name does (``Pipeline(late=scorer)`` uses this).
+        """
+        return dict(self._given)
+
     @property
     def totals(self) -> dict[str, int]:
         """Candidates' vectors served so far, by source: ``cached`` (LRU), ``stored`` (the store), ``encoded``."""
@@ -209,8 +246,12 @@ class LateInteractionScorer:
 
     @property
     def similarity(self) -> str:
+        """``maxsim`` or ``meanmaxsim``: as given, else as the model folder declares it (read without loading
+        it, so :attr:`identity` is the same before and after the weights load), else the loaded model's."""
         if self._similarity is not None:
             return self._similarity
+        if self._declared_similarity is not None:
+            return self._declared_similarity
         return self._model.similarity if self._model is not None else "maxsim"
 
     @property
@@ -251,7 +292,7 @@ class LateInteractionScorer:
                 counts["cached"] += 1
         missing = [k for k in dict.fromkeys(keys) if k not in got]
         if missing and self.store is not None:
-            stored = self.store.get_by_hashes(missing)
+            stored = self._stored(self.store, missing)
             got.update(stored)
             counts["stored"] = len(stored)
             for k, hit in stored.items():
@@ -274,6 +315,20 @@ class LateInteractionScorer:
                 self._totals[k] += n
         return [got[k][0] for k in keys], [got[k][1] for k in keys], counts
 
+    def _stored(self, store: LateVectorStore, hashes: list[str]) -> dict[str, tuple[Packed, bool]]:
+        """The store's vectors for these text hashes, only ever of this scorer's model, precision and pooling.
+
+        A store rebuilt since it was opened is read again when it still holds this model's vectors
+        in this form (a rebuild with the same model); otherwise :class:`LateStoreChangedError` says
+        to restart with the model the store now records.
+        """
+        expect = {"fingerprint": self.fingerprint, "precision": self.precision, "pool_factor": self.pool_factor}
+        try:
+            return store.get_by_hashes(hashes, expect=expect)
+        except LateStoreChangedError:
+            store.refresh(expect=expect)  # raises unless the rebuilt store holds this model's vectors
+            return store.get_by_hashes(hashes, expect=expect)
+
     def score(self, query: str, texts: Sequence[str], settings: ScoreSettings) -> Scored:
         """MaxSim of ``query`` against every text (``settings`` has no effect: a late-interaction model
         reads each document once, up to its document length; longer ones are reported as truncated)."""
@@ -295,7 +350,7 @@ class LateInteractionScorer:
             raw=raw,
             windows=[1] * len(texts),
             truncated=truncated,
-            stats=ScoreStats(pairs=len(texts), tokenize_s=0.0, model_s=(t1 - t0) + (t2 - t1)),
+            stats=ScoreStats(pairs=len(texts), tokenize_s=0.0, model_s=t2 - t0),
             details={
                 **counts,
                 "query_tokens": int(q.shape[0]),

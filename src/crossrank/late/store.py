@@ -23,6 +23,15 @@ a candidate's current text either has current vectors or none). What can go wron
 Chroma has and the store lacks, or the reverse. :meth:`LateVectorStore.check_collection` detects
 that (and an indexing run that was killed: a ``run`` marker set when a run starts and cleared by
 its last commit) and names the fix.
+
+Rebuilds under open readers: a handle reads the model record once and keeps it (its query
+encoder was loaded for that model), while another process may ``--rebuild`` the store with
+another model, precision or pooling. So the record is written with a random ``generation`` token
+(a new one every time a model is bound to an emptied store), and every lookup reads the record
+and token in the same SQLite read transaction as its rows and shard bytes: a handle whose store
+was rebuilt since it read the record gets :class:`LateStoreChangedError`, never the rebuilt
+store's vectors. :meth:`LateVectorStore.refresh` moves a handle onto the rebuilt store when the
+caller's model still matches it (a scorer does that itself).
 """
 
 from __future__ import annotations
@@ -35,13 +44,19 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from crossrank.late.errors import LateModelMismatchError, LateStoreError, LateStoreOutOfSyncError
+from crossrank.late.errors import (
+    LateModelMismatchError,
+    LateStoreChangedError,
+    LateStoreError,
+    LateStoreOutOfSyncError,
+)
 from crossrank.late.maxsim import Packed
 
 STORE_DIRNAME = "crossrank-late"
@@ -52,6 +67,8 @@ _SUFFIX = {"fp16": ".f16", "int8": ".i8"}
 _DTYPE = {"fp16": np.float16, "int8": np.int8}
 STORE_PRECISIONS: tuple[str, ...] = ("fp16", "int8")
 _SQL_VARS = 500  # ids per IN (...) query, under SQLite's variable limit
+#: What must agree between a store's record and the model a caller reads or writes it with.
+_MODEL_KEYS = ("fingerprint", "dim", "document_length", "precision", "pool_factor")
 
 
 def text_hash(text: str) -> str:
@@ -98,6 +115,7 @@ class LateVectorStore:
         self._maps: dict[tuple[str, int], np.ndarray] = {}
         self._run_fd: int | None = None
         self._record: dict[str, Any] | None = None
+        self._pinned: tuple[str, str | None] | None = None  # (record JSON, generation) this handle reads
         try:
             uri = f"file:{db}?mode=ro" if readonly else f"file:{db}"
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30)
@@ -139,13 +157,118 @@ class LateVectorStore:
         """The model that built the store (name, fingerprint, dim, document/query length), its
         ``precision`` (fp16 / int8) and ``pool_factor``; None for a store no model was bound to yet.
 
-        Read once and kept (a record never changes; only :meth:`clear` removes it).
+        Read once and kept: this handle reads the store as that model's from then on. A rebuild by
+        another handle or process makes this handle's lookups raise :class:`LateStoreChangedError`
+        (see :meth:`refresh`).
         """
         if self._record is None:
-            raw = self._meta("record")
-            if raw is not None:
-                self._record = dict(json.loads(raw))
+            with self._lock:
+                raw, generation = self._identity_now()
+                if raw is not None and self._record is None:
+                    self._pin(raw, generation)
         return None if self._record is None else dict(self._record)
+
+    def _identity_now(self) -> tuple[str | None, str | None]:
+        """The record (its JSON) and generation token the index holds now (None, None for an empty store)."""
+        with self._lock:
+            rows = dict(self._db.execute("SELECT key, value FROM meta WHERE key IN ('record', 'generation')"))
+        return rows.get("record"), rows.get("generation")
+
+    def _pin(self, raw: str, generation: str | None) -> None:
+        """Read the store as holding this record's vectors from now on (forgetting maps of older shard files)."""
+        if self._pinned != (raw, generation):
+            self._maps.clear()
+        self._record = dict(json.loads(raw))
+        self._pinned = (raw, generation)
+
+    @staticmethod
+    def _describe_record(rec: Mapping[str, Any] | None) -> str:
+        if rec is None:
+            return "no model (emptied: a rebuild is under way)"
+        return (
+            f"{rec.get('name')!r} (fingerprint {rec.get('fingerprint')}, {rec.get('dim')} dims, {rec.get('precision')}"
+            + (f", pool factor {rec['pool_factor']}" if rec.get("pool_factor") else "")
+            + ")"
+        )
+
+    def _verify(self) -> None:
+        """Raise :class:`LateStoreChangedError` if the store was rebuilt since this handle read its record.
+
+        Call it under ``self._lock`` inside the read transaction (or write lock) that reads the rows,
+        so the check and the rows see the same commit. A handle that had not seen a record yet
+        (opened on an empty store) takes the one it finds now.
+        """
+        raw, generation = self._identity_now()
+        if self._pinned is None:
+            if raw is not None:
+                self._pin(raw, generation)
+            return
+        if (raw, generation) != self._pinned:
+            now = None if raw is None else dict(json.loads(raw))
+            raise LateStoreChangedError(
+                f"the late-interaction store at {self.path} was rebuilt since this process opened it: it held "
+                f"vectors of {self._describe_record(self._record)}, it now holds {self._describe_record(now)}. "
+                "Its vectors may not match the query encoder loaded for it: reopen the store (restart the server "
+                "or query process) with the model it now records"
+            )
+
+    @staticmethod
+    def _differences(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+        return [k for k in _MODEL_KEYS if k in wanted and current.get(k) != wanted.get(k)]
+
+    def _check_expected(self, expect: Mapping[str, Any] | None) -> None:
+        """Raise :class:`LateModelMismatchError` when the pinned record is not the model ``expect`` describes."""
+        if expect is None or self._record is None:
+            return
+        diff = self._differences(self._record, expect)
+        if diff:
+            said = ", ".join(f"{k} {self._record.get(k)!r} (asked: {expect.get(k)!r})" for k in diff)
+            raise LateModelMismatchError(
+                f"the late-interaction store at {self.path} holds vectors of {self._record.get('name')!r}: {said}. "
+                "Vectors of different models do not mix: query with the model the store records, or rebuild it "
+                "with this one (crossrank index ... --late-interaction MODEL --rebuild)"
+            )
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """One read transaction under this handle's lock: what runs inside sees a single commit, and no
+        writer can commit (nor a rebuild delete the shards' index) until it ends."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def refresh(self, *, expect: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """Read the store's record again, after a rebuild by another handle or process; returns it.
+
+        ``expect`` (a model record with ``precision`` / ``pool_factor``, as :meth:`check_model`
+        takes) is the model the caller reads vectors for: if the rebuilt store holds another one,
+        :class:`LateStoreChangedError` is raised and this handle stays on the old record (its lookups
+        keep raising). A store emptied by a rebuild still under way returns None (lookups find
+        nothing until the new model is bound; then this handle takes that record).
+        """
+        with self._lock:
+            raw, generation = self._identity_now()
+            if raw is None:
+                self._record, self._pinned = None, None
+                self._maps.clear()
+                return None
+            now = dict(json.loads(raw))
+            diff = self._differences(now, expect) if expect is not None else []
+            if diff:
+                said = ", ".join(f"{k} {now.get(k)!r} (this process: {expect.get(k)!r})" for k in diff)  # type: ignore[union-attr]
+                raise LateStoreChangedError(
+                    f"the late-interaction store at {self.path} was rebuilt since this process opened it and now "
+                    f"holds vectors of {self._describe_record(now)}: {said}. Restart the server or query process "
+                    f"with the model the store now records ({now.get('name')}), or rebuild the store with this one"
+                )
+            self._pin(raw, generation)
+            return dict(now)
 
     @property
     def precision(self) -> str:
@@ -183,24 +306,33 @@ class LateVectorStore:
         if precision not in STORE_PRECISIONS:
             raise LateStoreError(f"store precision must be one of {', '.join(STORE_PRECISIONS)}, got {precision!r}")
         wanted = {**model, "precision": precision, "pool_factor": pool_factor or None}
-        current = self.record
-        if current is None:
+        raw, generation = self._identity_now()  # what the store holds now, not what this handle read earlier
+        if raw is None:
             self._require_writable()
             with self._lock, self._writer():
-                self._db.execute(
-                    "INSERT OR REPLACE INTO meta(key, value) VALUES('record', ?), ('version', ?)",
-                    (json.dumps(wanted, sort_keys=True), str(FORMAT_VERSION)),
-                )
-            return
-        self.check_model(wanted, fix=fix)
+                raw, generation = self._identity_now()
+                if raw is None:
+                    raw, generation = json.dumps(wanted, sort_keys=True), uuid.uuid4().hex
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO meta(key, value) "
+                        "VALUES('record', ?), ('version', ?), ('generation', ?)",
+                        (raw, str(FORMAT_VERSION), generation),
+                    )
+                    self._pin(raw, generation)
+                    return
+        self._check_against(dict(json.loads(raw)), wanted, fix=fix)
+        with self._lock:
+            self._pin(raw, generation)  # the caller's model is the store's: read it as it is now
 
     def check_model(self, wanted: dict[str, Any], *, fix: str) -> None:
         """Raise :class:`LateModelMismatchError` unless ``wanted`` (model record + precision/pool) matches."""
         current = self.record
         if current is None:
             return
-        keys = ("fingerprint", "dim", "document_length", "precision", "pool_factor")
-        diff = [k for k in keys if k in wanted and current.get(k) != wanted.get(k)]
+        self._check_against(current, wanted, fix=fix)
+
+    def _check_against(self, current: dict[str, Any], wanted: dict[str, Any], *, fix: str) -> None:
+        diff = self._differences(current, wanted)
         if diff:
             said = ", ".join(f"{k} {current.get(k)!r} (asked: {wanted.get(k)!r})" for k in diff)
             raise LateModelMismatchError(
@@ -263,10 +395,20 @@ class LateVectorStore:
             scales = np.array(self._map(shard, "scale", row + tokens)[row : row + tokens, 0])
         return Packed(values, scales)
 
-    def get_by_hashes(self, hashes: Sequence[str]) -> dict[str, tuple[Packed, bool]]:
-        """``text hash -> (vectors, truncated)`` for the hashes the store has (any id with that text)."""
+    def get_by_hashes(
+        self, hashes: Sequence[str], *, expect: Mapping[str, Any] | None = None
+    ) -> dict[str, tuple[Packed, bool]]:
+        """``text hash -> (vectors, truncated)`` for the hashes the store has (any id with that text).
+
+        Raises :class:`LateStoreChangedError` when the store was rebuilt since this handle read its
+        record, and :class:`LateModelMismatchError` when ``expect`` (the caller's model record with
+        ``precision`` / ``pool_factor``) is not the model the store holds: checked in the same read
+        transaction as the rows, so the vectors returned are always those of the record checked.
+        """
         found: dict[str, tuple[int, int, int, bool]] = {}
-        with self._lock:
+        with self._snapshot():
+            self._verify()
+            self._check_expected(expect)
             for part in _chunks(list(dict.fromkeys(hashes))):
                 q = (
                     "SELECT text_hash, shard, row, tokens, truncated FROM vectors "
@@ -276,10 +418,12 @@ class LateVectorStore:
                     found.setdefault(h, (shard, row, tokens, bool(trunc)))
             return {h: (self._read(s, r, t), tr) for h, (s, r, t, tr) in found.items()}
 
-    def get_by_ids(self, ids: Sequence[str]) -> list[Packed | None]:
-        """Each id's vectors, or None where the store has none."""
+    def get_by_ids(self, ids: Sequence[str], *, expect: Mapping[str, Any] | None = None) -> list[Packed | None]:
+        """Each id's vectors, or None where the store has none (checked as :meth:`get_by_hashes` is)."""
         rows: dict[str, tuple[int, int, int]] = {}
-        with self._lock:
+        with self._snapshot():
+            self._verify()
+            self._check_expected(expect)
             for part in _chunks(list(dict.fromkeys(ids))):
                 q = f"SELECT id, shard, row, tokens FROM vectors WHERE id IN ({','.join('?' * len(part))})"
                 rows.update({i: (s, r, t) for i, s, r, t in self._db.execute(q, tuple(part))})
@@ -353,6 +497,7 @@ class LateVectorStore:
             if (v.scales is None) != (precision != "int8"):
                 raise LateStoreError(f"vectors for {i!r} do not match the store's {precision} form")
         with self._lock, self._writer():
+            self._verify()  # rebuilt by another handle since this one bound its model: write nothing
             shard = int(self._meta("shard") or 0)
             values_file = self._shard_file(shard, "values", precision)
             if values_file.exists() and values_file.stat().st_size >= SHARD_BYTES:
@@ -407,6 +552,7 @@ class LateVectorStore:
         self._require_writable()
         gone = 0
         with self._lock, self._writer():
+            self._verify()
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for part in _chunks(list(ids)):
@@ -429,7 +575,7 @@ class LateVectorStore:
             self._db.execute("DELETE FROM vectors")
             self._db.execute("DELETE FROM meta")
             self._db.execute("COMMIT")
-            self._record = None
+            self._record, self._pinned = None, None
             self._maps.clear()
             for f in self.path.glob("vectors-*"):
                 f.unlink()
@@ -473,6 +619,7 @@ class LateVectorStore:
         """
         self._require_writable()
         with self._lock, self._writer():
+            self._verify()
             rec = self.record
             if rec is None:
                 return 0

@@ -23,14 +23,47 @@ from typing import Any
 from urllib.parse import urlparse
 
 from crossrank.cascade import Cascade, Stage
-from crossrank.errors import InvalidArgumentError
-from crossrank.late import LateInteractionScorer, LateVectorStore, SyncReport, store_path, sync_store
+from crossrank.errors import InvalidArgumentError, VectorStoreError
+from crossrank.late import (
+    LateInteractionScorer,
+    LateVectorStore,
+    SyncReport,
+    load_multi_vector_model,
+    store_path,
+    sync_store,
+)
 from crossrank.reranker import Reranker
 from crossrank.retrieval.chroma import default_db_path
 
 log = logging.getLogger("crossrank")
 
 LateSpec = str | os.PathLike[str] | LateInteractionScorer
+
+#: Ids read from Chroma per request when checking a store against its collection.
+ID_PAGE = 10_000
+
+
+def collection_ids(collection: Any, name: str, *, page: int = ID_PAGE) -> list[str]:
+    """Every id of a Chroma collection, read ``page`` at a time (``limit`` / ``offset``).
+
+    A collection of millions of chunks is never fetched in one request, and a failing Chroma
+    (a dead server, a collection deleted under us) raises :class:`~crossrank.errors.VectorStoreError`
+    naming the collection rather than Chroma's own exception.
+    """
+    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+        raise InvalidArgumentError(f"page must be a positive int, got {page!r}")
+    ids: list[str] = []
+    while True:
+        try:
+            got = collection.get(include=[], limit=page, offset=len(ids))
+        except Exception as exc:
+            raise VectorStoreError(
+                f"Chroma failed listing the ids of collection {name!r} ({type(exc).__name__}: {exc})"
+            ) from exc
+        part = list(got.get("ids") or [])
+        ids += part
+        if len(part) < page:
+            return ids
 
 
 def default_store_path(db: str | os.PathLike[str] | None, chroma_url: str | None, collection: str) -> Path:
@@ -71,6 +104,7 @@ class LateStage:
         self.store_path = store.path if isinstance(store, LateVectorStore) else Path(store).expanduser()
         self._scorer: LateInteractionScorer | None = None
         self._reranker: Reranker | None = None
+        self.id_page = ID_PAGE  # Chroma ids per request when checking the store against the collection
 
     @property
     def model_name(self) -> str:
@@ -90,20 +124,15 @@ class LateStage:
         return self._store
 
     def _options(self) -> dict[str, Any]:
+        """A given scorer's options as its user gave them (precision and pooling None where left to the
+        store, so a scorer adopts the store's as a model given by name does); none for a name."""
         s = self._spec
-        if isinstance(s, LateInteractionScorer):
-            return {
-                "precision": s.precision,
-                "pool_factor": s.pool_factor,
-                "similarity": s._similarity,
-                "batch_size": s.batch_size,
-                "cache_mb": s.cache.max_bytes / (1 << 20),
-            }
-        return {}
+        return s.options() if isinstance(s, LateInteractionScorer) else {}
 
     def _model_arg(self) -> Any:
+        """A given scorer's model, loaded as that scorer loads it (its device and load options); else the name."""
         s = self._spec
-        return s.model if isinstance(s, LateInteractionScorer) and s._model is not None else self.model_name
+        return s.model if isinstance(s, LateInteractionScorer) else self.model_name
 
     @property
     def scorer(self) -> LateInteractionScorer:
@@ -119,7 +148,7 @@ class LateStage:
             if store is not None and store.record is None:
                 store = None
             if store is not None:
-                ids = self.collection.get(include=[])["ids"]
+                ids = collection_ids(self.collection, self.collection_name, page=self.id_page)
                 store.check_collection(ids, fix=self.fix)
             else:
                 log.warning(
@@ -153,15 +182,17 @@ class LateStage:
         assert store is not None
         opts = self._options()
         scorer = self._spec if isinstance(self._spec, LateInteractionScorer) else None
-        model = scorer.model if scorer is not None else LateInteractionScorer(self.model_name).model
-        # A model given by name keeps the store's precision and pooling (fp16, none for a new store).
-        kept = (store.record or {}) if scorer is None and not rebuild else {}
+        model = scorer.model if scorer is not None else load_multi_vector_model(self.model_name)
+        # Precision and pooling: as explicitly asked (a scorer's options), else the store's (fp16 and none for
+        # a new or rebuilt store); a model given by name and a scorer behave the same.
+        kept = (store.record or {}) if not rebuild else {}
+        pool = opts.get("pool_factor")
         report = sync_store(
             self.collection,
             store,
             model,
             precision=str(opts.get("precision") or kept.get("precision") or "fp16"),
-            pool_factor=opts.get("pool_factor") if scorer is not None else kept.get("pool_factor"),
+            pool_factor=(pool if pool > 1 else None) if pool is not None else kept.get("pool_factor"),
             rebuild=rebuild,
             batch_size=batch_size,
             commit_every=commit_every,

@@ -166,9 +166,10 @@ class Pipeline:
     ``late`` adds a late-interaction stage (a multi-vector model folder or a
     :class:`~crossrank.late.LateInteractionScorer`): the first stage retrieves ``late_candidates``,
     late interaction reorders them by MaxSim over the token vectors stored beside the collection
-    (``late_store``, default :func:`~crossrank.retrieval.late_stage.default_store_path`), and the
-    cross-encoder reranks the best ``candidates`` of that order (``candidates=0``: late interaction
-    alone). ``index_paths`` then also stores every chunk's token vectors (see :meth:`index_late`).
+    (``late_store``; default: a given scorer's own store, else
+    :func:`~crossrank.retrieval.late_stage.default_store_path`), and the cross-encoder reranks the
+    best ``candidates`` of that order (``candidates=0``: late interaction alone). ``index_paths``
+    then also stores every chunk's token vectors (see :meth:`index_late`).
     """
 
     def __init__(
@@ -208,9 +209,11 @@ class Pipeline:
         self._reranker_kwargs = {"cache_size": 10_000, **reranker_kwargs}
         self.late: LateStage | None = None
         if late is not None:
+            from crossrank.late import LateInteractionScorer
             from crossrank.retrieval.late_stage import LateStage, default_store_path
 
-            where = late_store if late_store is not None else default_store_path(db, chroma_url, collection)
+            own = late.store if isinstance(late, LateInteractionScorer) else None  # a given scorer's own store
+            where = late_store if late_store is not None else own or default_store_path(db, chroma_url, collection)
             self.late = LateStage(
                 late, collection=self.collection, collection_name=collection, store=where, candidates=late_candidates
             )

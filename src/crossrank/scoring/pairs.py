@@ -5,7 +5,9 @@ makes one tokenizer safe to share between threads: the "Already borrowed" errors
 hit come from re-configuring truncation/padding on every call. Pairs are assembled from separately
 encoded query and document ids using the model's own pair template (``[CLS] q [SEP] d [SEP]`` for
 BERT, ``<s> q </s></s> d </s>`` for RoBERTa), so truncation and sliding windows are exact and
-backend-independent.
+backend-independent. A document's ids do not depend on the query, so they come from the shared
+token cache (:mod:`.token_cache`) when it has them; a tokenizer whose pair layout the template
+cannot rebuild (checked on probe pairs) has every pair built by its own post-processor instead.
 """
 
 from __future__ import annotations
