@@ -175,6 +175,11 @@ def test_causal_lm_rerankers_are_not_exportable(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_an_exported_folder_is_no_causal_reranker(exported: Path) -> None:
+    with pytest.raises(UnsupportedModelError, match="not exportable"):
+        Reranker(exported, template="qwen3-reranker")
+
+
 def test_cli_export_json_and_refusals(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli-export"
     assert main(["export", str(tiny_model), "--out", str(out), "--variants", "fp32", "--json"]) == 0

@@ -216,3 +216,34 @@ def test_the_store_check_pages_through_chroma_and_wraps_its_failures(
     with pytest.raises(VectorStoreError, match=r"collection 'col'.*NotFoundError") as err:
         q.late.scorer  # noqa: B018 - opening the stage is what reads Chroma
     assert err.value.__cause__ is not None and type(err.value.__cause__).__module__.startswith("chromadb")
+
+
+def test_a_server_whose_store_was_rebuilt_answers_500_without_its_paths(
+    models: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not a 400 (the request is fine) and no filesystem path in the body: the server's log says what happened."""
+    pytest.importorskip("fastapi")
+    cohere = pytest.importorskip("cohere")
+    from crossrank.cli import build_parser
+    from crossrank.cli.serve import late_model, late_reranker, settings_from
+    from crossrank.server import create_app
+    from crossrank.server.testing import serve_in_thread
+
+    a, b = load_multi_vector_model(models["a"]), load_multi_vector_model(models["b"])
+    store = tmp_path / "store"
+    fill(LateVectorStore(store), a, texts(6))
+    args = build_parser().parse_args(
+        ["serve", "--late-interaction", str(models["a"]), "--late-store", str(store), "--api-key", "k"]
+    )
+    model = late_model(args, str(models["a"]))
+    assert model is not None
+    with serve_in_thread(create_app(late_reranker(args, model), settings_from(args, model))) as url:
+        co = cohere.ClientV2(api_key="k", base_url=url)
+        opts = {"max_retries": 0}
+        assert len(co.rerank(model="a", query="aspirin", documents=texts(6)[:3], request_options=opts).results) == 3
+        fill(LateVectorStore(store), b, texts(6), rebuild=True)
+        with pytest.raises(Exception) as err:
+            co.rerank(model="a", query="aspirin", documents=texts(6)[3:], request_options=opts)
+    assert getattr(err.value, "status_code", None) == 500
+    assert str(tmp_path) not in str(getattr(err.value, "body", "")) and "vector store" in str(err.value.body)  # type: ignore[attr-defined]
+    assert any("rebuilt since this process opened it" in r.getMessage() for r in caplog.records)

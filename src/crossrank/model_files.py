@@ -212,7 +212,11 @@ def inspect_model(path: Path, name: str | None = None, *, template: str | None =
         )
     cfg = _read_json(cfg_path)
     manifest = read_manifest(path)
-    if manifest is not None and (template is not None or manifest.get("family") != "cross-encoder"):
+    if manifest is not None and manifest.get("family") != "cross-encoder":
+        raise UnsupportedModelError(
+            f"{path} was exported as a {manifest.get('family')!r}; this crossrank scores exported cross-encoders only"
+        )
+    if manifest is not None and template is not None:
         raise UnsupportedModelError(
             f"{path} is an exported cross-encoder folder (crossrank export); template= applies to causal-LM "
             "rerankers, which are not exportable: load their source model (pip install 'crossrank[torch]')"

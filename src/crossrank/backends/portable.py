@@ -387,7 +387,10 @@ def export_model(
         if dest.exists():
             shutil.rmtree(dest)
         tmp.chmod(0o755)  # mkdtemp made it private; the folder is meant to be copied and served
-        tmp.rename(dest)
+        try:
+            tmp.rename(dest)
+        except OSError as exc:  # another export wrote --out meanwhile
+            raise InvalidArgumentError(f"--out {dest} appeared while exporting ({exc}); export again") from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -144,7 +144,8 @@ def plot_eval(report: dict[str, Any], path: str | Path, *, cpu: str | None = Non
     ax2.set_ylim(bottom=0)
     handles, labels = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(handles + h2, labels + l2, fontsize=7.5, loc="best", framealpha=0.85)
+    # Beside the plot, right of the second axis: inside it the legend would hide points.
+    ax.legend(handles + h2, labels + l2, fontsize=7.5, loc="upper left", bbox_to_anchor=(1.13, 1.0), borderaxespad=0)
     title = (
         f"{Path(str(report['dataset'])).name}: {report['queries']} queries · "
         f"{Path(str(report['model'])).name} ({report['backend']})"
@@ -208,6 +209,8 @@ def plot_bench(result: dict[str, Any], path: str | Path) -> Path:
     ax.set_ylabel("ms per query (median, log scale)")
     ax.grid(True, axis="y", alpha=0.3, which="both")
     ax.margins(y=0.15)
-    ax.legend(fontsize=7.5, loc="upper right", framealpha=0.85, title="method", title_fontsize=8)
+    ax.legend(
+        fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, title="method", title_fontsize=8
+    )
     ax.set_title(f"crossrank bench · CPU: {result.get('cpu', '?')}", fontsize=9)
     return _save(fig, out)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crossrank.errors import CrossrankError, InvalidArgumentError, missing_extra
+from crossrank.errors import CrossrankError, InvalidArgumentError, VectorStoreError, missing_extra
 from crossrank.reranker import Reranker
 from crossrank.results import RankedResults
 from crossrank.scoring.local import LocalScorer
@@ -510,6 +510,11 @@ def create_app(
                 f"scoring took longer than the server's timeout of {settings.request_timeout_s:g} s; "
                 "send fewer documents per request",
                 "Backend",
+            ) from exc
+        except VectorStoreError as exc:  # the server's own store (e.g. rebuilt under it), not the request: logged here
+            log.error("crossrank server: %s (request %s)", exc, req.id)
+            raise ApiError(
+                500, "scoring failed: the server's vector store cannot be read; see the server's log", "Backend"
             ) from exc
         except (InvalidArgumentError, ValueError) as exc:  # about the request: not redacted (no path oracle)
             raise ApiError(400, f"invalid request: {exc}", "Validation") from exc
