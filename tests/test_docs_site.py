@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # a real browser on a served site
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_FLAGS = [
@@ -48,6 +48,7 @@ PAGES = [
     ("models-and-backends/", "Models and backends", "Models and backends"),
     ("scores-and-thresholds/", "Scores and thresholds", "Scores and thresholds"),
     ("serving/", "Serving and deployment", "Serving and deployment"),
+    ("light-install/", "Light install and export", "Light install and export"),
     ("llm-reranking/", "LLM reranking", "LLM reranking (optional)"),
     ("training/", "Training", "Training"),
     ("performance/", "Performance (CPU, GPU)", "Performance (CPU, GPU)"),

@@ -102,12 +102,15 @@ def test_auto_tunes_then_ranks_scifact(tmp_path: Path, monkeypatch: pytest.Monke
     clear_engines()
     rr = Reranker(EXPORT)
     ref = {"onnx-int8": INT8, "onnx-fp32": FP32}
+    # ONNX Runtime's dynamic int8 scales activations per batch tensor, so a tuned batch size other
+    # than the reference's moves int8 scores slightly and may swap near-ties; fp32 must match.
+    tol = 1e-5 if rr.backend_name == "onnx-fp32" else 2e-2
     for i, q in enumerate(QUERIES[:3]):
         res = rr.rerank(q["text"], q["docs"], top_n=5)
         want = ref[rr.backend_name][i]
-        order = sorted(range(len(want)), key=lambda j: (-want[j], j))[:5]
-        assert [r.index for r in res] == order
-        _close([r.score for r in res], [want[j] for j in order], 1e-5)
+        picked = [want[r.index] for r in res]
+        _close(picked, sorted(want, reverse=True)[:5], tol)  # the reference's top five, up to near-ties
+        _close([r.score for r in res], picked, tol)
     assert (tmp_path / "tuning").is_dir() and not (tmp_path / "onnx").exists(), "tuned, and built nothing"
     clear_engines()
 

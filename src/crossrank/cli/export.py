@@ -12,6 +12,7 @@ import argparse
 import json
 from typing import Any
 
+from crossrank.errors import InvalidArgumentError
 from crossrank.exported import DEFAULT_VARIANTS, VARIANT_FILES, VARIANT_PATHS
 
 
@@ -24,7 +25,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Export a cross-encoder to a folder of ready-made CPU graphs that an install without torch "
         f"loads with Reranker(DIR). Variants — {variants}.",
     )
-    p.add_argument("model", help="cross-encoder folder or Hub id (causal-LM rerankers are not exportable)")
+    p.add_argument(
+        "model",
+        help="cross-encoder folder or Hub id (causal-LM rerankers are not exportable); a sentence-transformers "
+        "bi-encoder folder (e.g. all-MiniLM-L6-v2) is detected and exported as an embedder for `crossrank query`",
+    )
     p.add_argument("--out", required=True, help="the folder to write (must be new or empty)")
     p.add_argument(
         "--variants",
@@ -43,7 +48,24 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Export, then print the variants table (or JSON)."""
     from crossrank.backends.portable import export_model, parse_variants
+    from crossrank.retrieval.embedder_export import export_embedder, is_bi_encoder
+    from crossrank.retrieval.embeddings import DEFAULT_EMBEDDER, resolve_embedder
 
+    spec = resolve_embedder(args.model) if args.model in (DEFAULT_EMBEDDER, "all-MiniLM-L6-v2") else args.model
+    if is_bi_encoder(spec):  # a bi-encoder: one ONNX fp32 graph plus pooling, for the light install's queries
+        if args.variants not in ("fp32", ",".join(DEFAULT_VARIANTS)):
+            raise InvalidArgumentError(f"{args.model} is a bi-encoder: its export is one fp32 graph (drop --variants)")
+        manifest = export_embedder(spec, args.out, overwrite=args.force)
+        if args.json:
+            print(json.dumps({"out": args.out, "manifest": manifest}))
+        else:
+            print(
+                f"exported the bi-encoder {manifest['source']['model']} to {args.out} (ONNX fp32, "
+                f"{manifest['pooling']} pooling, normalize={manifest['normalize']}, "
+                f"max length {manifest['max_length']})"
+            )
+            print(f"\nquery with it: crossrank query TEXT --embedder {args.out}  (no torch needed)")
+        return 0
     report = export_model(
         args.model,
         args.out,

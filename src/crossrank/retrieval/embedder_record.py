@@ -23,10 +23,18 @@ FINGERPRINT_KEY = "crossrank:embedder_fingerprint"
 
 
 def embedder_fingerprint(spec: str) -> str | None:
-    """A content hash of a local embedder folder (config, tokenizer, weights); None for a Hub id."""
+    """A content hash of a local embedder folder (config, tokenizer, weights); None for a Hub id.
+
+    A folder made by ``crossrank export`` of a bi-encoder has its source's hash (from its manifest):
+    it embeds as its source does, so either may query a collection the other built.
+    """
     from crossrank.model_files import fingerprint
+    from crossrank.retrieval.portable_embedder import is_exported_embedder, read_embedder_manifest
 
     path = Path(spec).expanduser()
+    if is_exported_embedder(path):
+        fp = read_embedder_manifest(path)["source"].get("fingerprint")
+        return str(fp) if fp else None
     return fingerprint(path) if path.is_dir() else None
 
 
@@ -65,7 +73,14 @@ def same_embedder(spec: str, recorded: str, recorded_fingerprint: str | None) ->
         if fp is not None:
             return fp == recorded_fingerprint
     norm = os.path.abspath if os.path.isdir(spec) or os.path.isdir(recorded) else str
-    return norm(spec) == norm(recorded) or _hub_name(spec) == _hub_name(recorded)
+    return norm(spec) == norm(recorded) or _hub_name(_source(spec)) == _hub_name(_source(recorded))
+
+
+def _source(spec: str) -> str:
+    """The model an exported embedder folder was made from, as its manifest names it; else ``spec``."""
+    from crossrank.retrieval.portable_embedder import is_exported_embedder, read_embedder_manifest
+
+    return str(read_embedder_manifest(spec)["source"]["model"]) if is_exported_embedder(spec) else spec
 
 
 def _hub_name(spec: str) -> str:

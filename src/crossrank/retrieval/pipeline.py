@@ -29,6 +29,7 @@ from crossrank.retrieval.embedder_record import check_embedder, recorded_embedde
 from crossrank.retrieval.embeddings import embedding_function, resolve_embedder
 from crossrank.retrieval.first_stage import first_stage
 from crossrank.retrieval.indexing import Chunk, discover, iter_chunks
+from crossrank.retrieval.portable_embedder import PortableEmbedder
 
 if TYPE_CHECKING:
     from crossrank.cascade import Cascade
@@ -201,7 +202,11 @@ class Pipeline:
         if existing is not None:
             check_embedder(existing, self.embedder)
         self._ef = embedding_function(self.embedder)
-        self.collection = get_collection(self.client, collection, self._ef, create=create, embedder=self.embedder)
+        # An exported embedder folder (the light install) embeds here and Chroma gets vectors: Chroma
+        # would refuse it as a second embedding function beside the one it persisted for the collection.
+        self._vectors: PortableEmbedder | None = self._ef if isinstance(self._ef, PortableEmbedder) else None
+        ef = None if self._vectors is not None else self._ef
+        self.collection = get_collection(self.client, collection, ef, create=create, embedder=self.embedder)
         self.hybrid = hybrid
         self._bm25: tuple[int, BM25Index, dict[str, tuple[str, dict[str, Any]]]] | None = None
         self._reranker = reranker if isinstance(reranker, Reranker) else None
@@ -234,11 +239,13 @@ class Pipeline:
         """Upsert chunks by id in batches (embedding them with the collection's embedder)."""
         for s in range(0, len(chunks), batch_size):
             part = chunks[s : s + batch_size]
+            vectors = {"embeddings": self._vectors.embed([c.text for c in part])} if self._vectors else {}
             self._call(
                 self.collection.upsert,
                 ids=[c.id for c in part],
                 documents=[c.text for c in part],
                 metadatas=[c.metadata or {"source": ""} for c in part],
+                **vectors,
             )
             self._pretokenize([c.text for c in part])
 
@@ -349,7 +356,7 @@ class Pipeline:
         """The collection's ``k`` nearest chunks to ``query``: (candidate, cosine distance), nearest first."""
         res = self._call(
             self.collection.query,
-            query_texts=[query],
+            **({"query_embeddings": self._vectors.embed([query])} if self._vectors else {"query_texts": [query]}),
             n_results=k,
             where=where,
             where_document=where_document,
