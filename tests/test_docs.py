@@ -98,6 +98,10 @@ def docs_sandbox(tmp_path_factory: pytest.TempPathFactory, shared_model: Path, s
     shutil.copytree(REPO / "docs", repo / "docs", ignore=shutil.ignore_patterns("assets", "*.py"))
     (repo / "docs" / "assets").mkdir()
     shutil.copy(REPO / "README.md", repo / "README.md")
+    # docs/late-interaction.md's ./colbert-student: a tiny random multi-vector model (../shared has none)
+    from crossrank.late.testing import make_tiny_multi_vector
+
+    make_tiny_multi_vector(repo / "colbert-student")
     return repo
 
 

@@ -306,6 +306,7 @@ def run_eval(
             reranker=next(iter(rerankers.values())),
             long_documents=modes[0],
             late_store=late_store,
+            fusions=fusions,
             db=db,
             chroma_url=chroma_url,
             progress=progress,

@@ -3,7 +3,9 @@
 For every first stage and every late depth L (``--late-candidates 100,200``): late interaction
 reorders the first stage's top L (one row), and for every cross-encoder depth C below L
 (``--candidates 20,30``) the cross-encoder reranks late interaction's best C (the three stages:
-first stage L → late interaction → cross-encoder C; one row each). The documents' token vectors
+first stage L → late interaction → cross-encoder C; one row each), for each ``--fusion``: with
+``rrf`` late interaction alone is fused with the first stage's rank, and the cross-encoder with late
+interaction's (the stage before it, as the other rows fuse). The documents' token vectors
 come from the collection's late-interaction store, synced first (only new or changed documents
 are encoded; the report gives the store's size and the time indexing took), so a row's ms/query is
 what a query costs in production: encoding the query, reading its candidates' stored vectors,
@@ -37,6 +39,7 @@ def late_rows(
     reranker: Reranker,
     long_documents: str,
     late_store: str | None,
+    fusions: Sequence[str] = ("none",),
     db: str | None,
     chroma_url: str | None,
     progress: bool,
@@ -69,45 +72,52 @@ def late_rows(
                 late_rr = Reranker(LateInteractionScorer(model, store=store))  # empty vector cache: cold
                 if reranker.cache is not None:
                     reranker.cache.clear()
-                out: dict[str, list[str]] = {}
+                out: dict[str, dict[str, list[str]]] = {f: {} for f in fusions}
                 took: list[float] = []
                 encoded = 0
                 label = f"late interaction, top {depth}" + (f" → cross-encoder top {keep}" if keep else "")
                 for qid, text in tqdm(queries, unit="query", desc=f"{source} → {label}", disable=not progress):
                     cands = [Candidate(ds.doc_text(d), id=d) for d in runs_at[depth][source][qid]]
-                    t = time.perf_counter()
-                    res = late_rr.rerank(text, cands)
-                    order = [r.id or "" for r in res]
-                    encoded += int(res.stats.scorer.get("encoded", 0))
-                    if keep:
-                        top = [Candidate(ds.doc_text(d), id=d) for d in order[:keep]]
-                        ce = reranker.rerank(text, top, long_documents=long_documents)
-                        order = [r.id or "" for r in ce] + order[keep:]
-                    took.append(time.perf_counter() - t)
-                    out[qid] = order
+                    for j, fusion in enumerate(fusions):
+                        # Timed on the first fusion; the others reuse its cached scores (as the
+                        # cross-encoder rows do). rrf fuses late interaction alone with the first
+                        # stage's rank, and the cross-encoder with late interaction's rank: each
+                        # last stage with the stage before it.
+                        t = time.perf_counter()
+                        res = late_rr.rerank(text, cands, fusion="none" if keep else fusion)
+                        order = [r.id or "" for r in res]
+                        if keep:
+                            top = [Candidate(ds.doc_text(d), id=d) for d in order[:keep]]
+                            ce = reranker.rerank(text, top, long_documents=long_documents, fusion=fusion)
+                            order = [r.id or "" for r in ce] + order[keep:]
+                        if j == 0:
+                            took.append(time.perf_counter() - t)
+                            encoded += int(res.stats.scorer.get("encoded", 0))
+                        out[fusion][qid] = order
                 if i == 0:
                     cold = took
-                rows.append(
-                    {
-                        "first_stage": source,
-                        "candidates": keep or depth,
-                        "late_candidates": depth,
-                        "stage": "late+rerank" if keep else "late",
-                        "label": label,
-                        "max_length": reranker.max_length if keep else model.document_length,
-                        "long_documents": long_documents if keep else "truncate",
-                        "fusion": "none",
-                        "metrics": evaluate(out, ds.qrels),
-                        "rerank_ms": latency(cold),
-                        "pass_ms": latency(took),
-                        "encoded_on_the_fly": encoded,
-                        "pairs_scored": 0,
-                        "cache_hits": 0,
-                        "truncated_fraction": 0.0,
-                        "long_fraction": 0.0,
-                        "windows_per_doc": 1.0,
-                    }
-                )
+                for fusion in fusions:
+                    rows.append(
+                        {
+                            "first_stage": source,
+                            "candidates": keep or depth,
+                            "late_candidates": depth,
+                            "stage": "late+rerank" if keep else "late",
+                            "label": label,
+                            "max_length": reranker.max_length if keep else model.document_length,
+                            "long_documents": long_documents if keep else "truncate",
+                            "fusion": fusion,
+                            "metrics": evaluate(out[fusion], ds.qrels),
+                            "rerank_ms": latency(cold),
+                            "pass_ms": latency(took),
+                            "encoded_on_the_fly": encoded,
+                            "pairs_scored": 0,
+                            "cache_hits": 0,
+                            "truncated_fraction": 0.0,
+                            "long_fraction": 0.0,
+                            "windows_per_doc": 1.0,
+                        }
+                    )
     info = {
         "model": late,
         "store": str(stage.store_path),

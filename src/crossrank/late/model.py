@@ -38,6 +38,8 @@ from crossrank.errors import InvalidArgumentError, ModelLoadError, ModelNotFound
 _CONFIG_SUFFIXES = (".json", ".txt", ".metadata", ".model", ".py")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 _HEAD_BYTES = 1 << 20
+#: How queries are encoded: ``auto`` (ONNX Runtime where it works, else torch), ``onnx`` or ``torch``.
+QUERY_BACKENDS: tuple[str, ...] = ("auto", "onnx", "torch")
 
 
 def folder_fingerprint(path: str | os.PathLike[str]) -> str:
@@ -98,11 +100,18 @@ class MultiVectorModel:
     per-query-token maxima) or ``meanmaxsim`` (the same divided by the query's token count).
     """
 
-    def __init__(self, encoder: Any, *, name: str, fingerprint: str) -> None:
+    def __init__(self, encoder: Any, *, name: str, fingerprint: str, query_backend: str = "auto") -> None:
+        if query_backend not in QUERY_BACKENDS:
+            raise InvalidArgumentError(
+                f"query_backend must be one of {', '.join(QUERY_BACKENDS)}, got {query_backend!r}"
+            )
         self.encoder = encoder
         self.name = name
         self.fingerprint = fingerprint
         self._lock = threading.RLock()
+        self._query_backend = query_backend
+        self._graph: Any = None
+        self._graph_tried = query_backend == "torch"
         dim = encoder.get_embedding_dimension()
         if not isinstance(dim, int) or dim < 1:
             raise ModelLoadError(f"{name}: cannot tell the size of its token vectors (no projection module?)")
@@ -128,12 +137,42 @@ class MultiVectorModel:
             f"document_length={self.document_length}, similarity={self.similarity!r})"
         )
 
+    @property
+    def query_backend(self) -> str:
+        """What encodes queries: ``onnx`` (the backbone on ONNX Runtime, :mod:`crossrank.late.query_graph`)
+        or ``torch``; with ``auto`` (the default) ONNX Runtime on the CPU when the backbone exports."""
+        with self._lock:
+            self._resolve_graph()
+        return "onnx" if self._graph is not None else "torch"
+
+    def _resolve_graph(self) -> None:
+        """Build the ONNX query graph on first use (under the lock), where the backend allows it."""
+        if self._graph_tried:
+            return
+        self._graph_tried = True
+        from crossrank.late.query_graph import QueryGraph
+
+        self._graph = QueryGraph.build(self.encoder, self.fingerprint)
+        if self._graph is None and self._query_backend == "onnx":
+            from crossrank.errors import BackendUnavailableError
+
+            raise BackendUnavailableError(
+                f"{self.name}: query_backend='onnx' needs the model on the CPU, onnxruntime and a backbone "
+                "that exports to ONNX (see the log); use query_backend='auto' or 'torch'"
+            )
+
     def encode_queries(self, texts: Sequence[str], *, batch_size: int = 32) -> list[np.ndarray]:
         """One ``(query tokens, dim)`` float32 matrix per query, as the model encodes queries
         (its query marker, length and ``[MASK]`` expansion)."""
         if not texts:
             return []
         with self._lock:
+            self._resolve_graph()
+            if self._graph is not None:
+                out = []
+                for start in range(0, len(texts), batch_size):
+                    out += self._graph.encode(list(texts[start : start + batch_size]))
+                return out
             out = self.encoder.encode_query(
                 list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
             )
@@ -178,7 +217,7 @@ class MultiVectorModel:
         return [len(x) > self.document_length for x in ids]
 
 
-_MODELS: dict[tuple[str, str, str | None, bool], MultiVectorModel] = {}
+_MODELS: dict[tuple[str, str, str | None, bool, str], MultiVectorModel] = {}
 _MODELS_LOCK = threading.Lock()
 
 
@@ -189,8 +228,14 @@ def load_multi_vector_model(
     local_files_only: bool = False,
     trust_remote_code: bool = False,
     revision: str | None = None,
+    query_backend: str = "auto",
 ) -> MultiVectorModel:
     """Load a multi-vector model folder (ST ``MultiVectorEncoder``, PyLate or Stanford ColBERT) or Hub id.
+
+    ``query_backend``: ``auto`` (default) encodes queries with the backbone on ONNX Runtime when the
+    model is on the CPU and its backbone exports (the same vectors to float32 rounding, a fraction of
+    torch's per-query overhead; exported once into the crossrank cache), else with torch; ``onnx``
+    insists (raising where it cannot), ``torch`` never exports. Documents are always encoded by torch.
 
     One copy per (folder content, device, options) per process: scorers, the store's indexer and the
     server share it. ``device`` defaults to CUDA when torch sees one, else the CPU.
@@ -211,7 +256,9 @@ def load_multi_vector_model(
             "config.json (e.g. the --out of `crossrank distill --late-interaction`)"
         )
     fingerprint = folder_fingerprint(path) if local else f"hub:{name}@{revision or 'main'}"
-    key = (str(path.resolve()) if local else name, fingerprint, device, trust_remote_code)
+    if query_backend not in QUERY_BACKENDS:
+        raise InvalidArgumentError(f"query_backend must be one of {', '.join(QUERY_BACKENDS)}, got {query_backend!r}")
+    key = (str(path.resolve()) if local else name, fingerprint, device, trust_remote_code, query_backend)
     with _MODELS_LOCK:
         hit = _MODELS.get(key)
         if hit is not None:
@@ -230,7 +277,7 @@ def load_multi_vector_model(
                 f"{name} could not be loaded as a multi-vector model ({type(exc).__name__}: {exc}); expected a "
                 "sentence-transformers MultiVectorEncoder, PyLate or Stanford ColBERT folder"
             ) from exc
-        loaded = MultiVectorModel(encoder, name=name, fingerprint=fingerprint)
+        loaded = MultiVectorModel(encoder, name=name, fingerprint=fingerprint, query_backend=query_backend)
         _MODELS[key] = loaded
         return loaded
 

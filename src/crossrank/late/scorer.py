@@ -125,6 +125,8 @@ class LateInteractionScorer:
         cache_mb: megabytes of encoded candidates' vectors kept in memory (LRU by text hash).
         batch_size: documents per encoder pass.
         device, local_files_only, trust_remote_code, revision: how the model loads.
+        query_backend: what encodes queries: ``auto`` (ONNX Runtime on the CPU where the backbone
+            exports, else torch), ``onnx`` or ``torch`` (see :func:`~crossrank.late.load_multi_vector_model`).
     """
 
     def __init__(
@@ -141,6 +143,7 @@ class LateInteractionScorer:
         local_files_only: bool = False,
         trust_remote_code: bool = False,
         revision: str | None = None,
+        query_backend: str = "auto",
     ) -> None:
         if similarity is not None and similarity not in SIMILARITIES:
             raise InvalidArgumentError(f"similarity must be one of {', '.join(SIMILARITIES)}, got {similarity!r}")
@@ -162,6 +165,7 @@ class LateInteractionScorer:
             "local_files_only": local_files_only,
             "trust_remote_code": trust_remote_code,
             "revision": revision,
+            "query_backend": query_backend,
         }
         self._model: MultiVectorModel | None = None
         self._model_lock = threading.Lock()
