@@ -208,3 +208,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.integration)
         elif item.get_closest_marker("unit") is None:
             item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(scope="session")
+def late_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random multi-vector models in the three folder formats: ST ``MultiVectorEncoder``, PyLate, Stanford."""
+    from crossrank.late.testing import make_tiny_multi_vector, make_tiny_pylate, make_tiny_stanford_colbert
+
+    root = tmp_path_factory.mktemp("late-models")
+    return {
+        "st": make_tiny_multi_vector(root / "st"),
+        "pylate": make_tiny_pylate(root / "pylate"),
+        "stanford": make_tiny_stanford_colbert(root / "stanford"),
+    }

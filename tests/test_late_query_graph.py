@@ -15,7 +15,6 @@ import pytest
 from crossrank.errors import InvalidArgumentError
 from crossrank.late import LateInteractionScorer, load_multi_vector_model
 from crossrank.late.query_graph import GRAPH, graph_dir
-from crossrank.late.testing import make_tiny_multi_vector, make_tiny_pylate, make_tiny_stanford_colbert
 from crossrank.scoring.base import ScoreSettings
 
 QUERIES = [
@@ -26,19 +25,9 @@ QUERIES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("late-query-graph")
-    return {
-        "st": make_tiny_multi_vector(root / "st"),
-        "pylate": make_tiny_pylate(root / "pylate"),
-        "stanford": make_tiny_stanford_colbert(root / "stanford"),
-    }
-
-
 @pytest.mark.parametrize("kind", ["st", "pylate", "stanford"])
-def test_onnx_query_vectors_equal_sentence_transformers(folders: dict[str, Path], kind: str) -> None:
-    model = load_multi_vector_model(folders[kind], query_backend="onnx")
+def test_onnx_query_vectors_equal_sentence_transformers(late_folders: dict[str, Path], kind: str) -> None:
+    model = load_multi_vector_model(late_folders[kind], query_backend="onnx")
     assert model.query_backend == "onnx"
     got = model.encode_queries(QUERIES)
     alone = [model.encode_queries([q])[0] for q in QUERIES]
@@ -49,20 +38,20 @@ def test_onnx_query_vectors_equal_sentence_transformers(folders: dict[str, Path]
         np.testing.assert_allclose(a, w, atol=1e-5)  # batched or alone: the same
 
 
-def test_scores_agree_across_query_backends(folders: dict[str, Path]) -> None:
+def test_scores_agree_across_query_backends(late_folders: dict[str, Path]) -> None:
     docs = ["aspirin lowers the risk of heart disease.", "coffee with sugar.", "the brain in sleep."]
-    fast = LateInteractionScorer(folders["st"], precision="fp32", query_backend="onnx")
-    ref = LateInteractionScorer(folders["st"], precision="fp32", query_backend="torch")
+    fast = LateInteractionScorer(late_folders["st"], precision="fp32", query_backend="onnx")
+    ref = LateInteractionScorer(late_folders["st"], precision="fp32", query_backend="torch")
     assert ref.model.query_backend == "torch"
     np.testing.assert_allclose(
         fast.score(QUERIES[0], docs, ScoreSettings()).raw, ref.score(QUERIES[0], docs, ScoreSettings()).raw, atol=1e-4
     )
 
 
-def test_graph_is_exported_once_into_the_cache(folders: dict[str, Path], tmp_path: Path) -> None:
-    torch_only = load_multi_vector_model(folders["pylate"], query_backend="torch")
+def test_graph_is_exported_once_into_the_cache(late_folders: dict[str, Path], tmp_path: Path) -> None:
+    torch_only = load_multi_vector_model(late_folders["pylate"], query_backend="torch")
     torch_only.encode_queries(["x"])
-    model = load_multi_vector_model(folders["pylate"])  # auto
+    model = load_multi_vector_model(late_folders["pylate"])  # auto
     model.encode_queries(["x"])
     graph = graph_dir(model.fingerprint) / GRAPH
     assert graph.is_file() and model.query_backend == "onnx"
@@ -73,6 +62,6 @@ def test_graph_is_exported_once_into_the_cache(folders: dict[str, Path], tmp_pat
     assert again is not None and graph.stat().st_mtime_ns == stamp  # read from the cache, not exported again
 
 
-def test_bad_query_backend_is_a_typed_error(folders: dict[str, Path]) -> None:
+def test_bad_query_backend_is_a_typed_error(late_folders: dict[str, Path]) -> None:
     with pytest.raises(InvalidArgumentError, match="query_backend"):
-        load_multi_vector_model(folders["st"], query_backend="tensorrt")
+        load_multi_vector_model(late_folders["st"], query_backend="tensorrt")

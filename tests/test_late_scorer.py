@@ -23,7 +23,6 @@ from crossrank.late import (
     maxsim,
     pack,
 )
-from crossrank.late.testing import make_tiny_multi_vector, make_tiny_pylate, make_tiny_stanford_colbert
 from crossrank.scoring.base import Scorer, ScoreSettings
 
 QUERY = "does aspirin lower the risk of heart disease?"
@@ -36,16 +35,6 @@ DOCS = [
     "heart",
     "what does the brain do in sleep? a study of the effect of sleep on brain cells and blood.",
 ]
-
-
-@pytest.fixture(scope="session")
-def late_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("late-models")
-    return {
-        "st": make_tiny_multi_vector(root / "st"),
-        "pylate": make_tiny_pylate(root / "pylate"),
-        "stanford": make_tiny_stanford_colbert(root / "stanford"),
-    }
 
 
 def direct_maxsim(q: np.ndarray, d: np.ndarray) -> float:

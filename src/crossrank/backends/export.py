@@ -201,6 +201,43 @@ def _export_fp32(info: ModelInfo, out: Path, *, trust_remote_code: bool = False)
         raise ExportError(f"torch.onnx.export failed for {info.name}: {exc}") from exc
 
 
+def export_hidden_state(hf: Any, dummy: dict[str, Any], out: Path) -> None:
+    """Export a Hugging Face encoder's ``last_hidden_state`` to ONNX at ``out`` (fp32, opset 17).
+
+    ``dummy`` holds example inputs by name (``input_ids``, ``attention_mask``, optionally
+    ``token_type_ids``); batch and sequence are dynamic. The bi-encoder export and the
+    late-interaction query graph both run what this writes. Exporter failures propagate; callers
+    say what was being exported.
+    """
+    import torch
+
+    class _Hidden(torch.nn.Module):
+        """The transformer's last hidden state only (what pooling or a token projection reads)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.hf = hf
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
+            extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+            return self.hf(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+
+    axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "sequence"} for n in dummy}
+    axes["last_hidden_state"] = {0: "batch", 1: "sequence"}
+    with torch.no_grad(), _quiet():
+        torch.onnx.export(
+            _Hidden(),
+            (),
+            str(out),
+            kwargs=dummy,
+            input_names=list(dummy),
+            output_names=["last_hidden_state"],
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
+
+
 def _quantize_int8(src: Path, dst: Path, *, reduce_range: bool = False) -> None:
     """Dynamic int8 on the weight MatMuls only, per output channel (activations quantized on the fly).
 

@@ -24,7 +24,6 @@ import os
 import shutil
 import tempfile
 import threading
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +143,8 @@ def _export(hf: Any, tokenizer: Any, names: list[str], where: Path) -> None:
     """Export ``hf``'s last hidden state to ``where/GRAPH`` (atomically: a new folder renamed into place)."""
     import torch
 
+    from crossrank.backends.export import export_hidden_state
+
     model = copy.deepcopy(hf).eval().float()
     with contextlib.suppress(Exception):  # eager attention exports as plain MatMul/Softmax
         model.set_attn_implementation("eager")
@@ -153,39 +154,10 @@ def _export(hf: Any, tokenizer: Any, names: list[str], where: Path) -> None:
         dummy["token_type_ids"] = torch.zeros_like(enc["input_ids"])
     dummy["attention_mask"][0, -1] = 0  # a masked position, as [MASK] expansion without attention makes
 
-    class _Hidden(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.hf = model
-
-        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
-            extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-            return self.hf(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
-
     where.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{where.name}.", dir=where.parent))
     try:
-        axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "sequence"} for n in dummy}
-        axes["last_hidden_state"] = {0: "batch", 1: "sequence"}
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)
-        try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    _Hidden(),
-                    (),
-                    str(tmp / GRAPH),
-                    kwargs=dummy,
-                    input_names=list(dummy),
-                    output_names=["last_hidden_state"],
-                    dynamic_axes=axes,
-                    opset_version=17,
-                    dynamo=False,
-                )
-        finally:
-            root.setLevel(level)
+        export_hidden_state(model, dummy, tmp / GRAPH)
         tmp.chmod(0o755)
         try:
             os.replace(tmp, where)

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +99,7 @@ def export_embedder(
     from sentence_transformers import SentenceTransformer
 
     from crossrank import __version__
+    from crossrank.backends.export import export_hidden_state
     from crossrank.retrieval.embedder_record import embedder_fingerprint
     from crossrank.retrieval.embeddings import resolve_embedder
 
@@ -132,33 +132,8 @@ def export_embedder(
         if "token_type_ids" in names and "token_type_ids" not in dummy:
             dummy["token_type_ids"] = torch.zeros_like(enc["input_ids"])
 
-        class _Hidden(torch.nn.Module):
-            """The transformer's last hidden state only (sentence-transformers pools that)."""
-
-            def __init__(self) -> None:
-                super().__init__()
-                self.hf = hf
-
-            def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
-                extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-                return self.hf(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
-
-        axes = {n: {0: "batch", 1: "sequence"} for n in dummy}
-        axes["last_hidden_state"] = {0: "batch", 1: "sequence"}
         try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # tracer chatter about shapes the dynamic axes cover
-                torch.onnx.export(
-                    _Hidden(),
-                    (),
-                    str(tmp / GRAPH),
-                    kwargs=dummy,
-                    input_names=list(dummy),
-                    output_names=["last_hidden_state"],
-                    dynamic_axes=axes,
-                    opset_version=17,
-                    dynamo=False,
-                )
+            export_hidden_state(hf, dummy, tmp / GRAPH)
         except Exception as exc:
             raise ExportError(f"torch.onnx.export failed for the bi-encoder {spec}: {exc}") from exc
         for name in _COPY:
