@@ -47,8 +47,9 @@ def graph_dir(fingerprint: str) -> Path:
 class QueryGraph:
     """A multi-vector model's query encoder with the backbone on ONNX Runtime (see the module docs).
 
-    Built by :meth:`build`, which returns None (and logs why) where the model cannot take this path:
-    not on the CPU, no ONNX Runtime, or a backbone that does not export.
+    Built by :meth:`build`, which returns None where the model cannot take this path: not on the
+    CPU, no ONNX Runtime, a Hub id (no content fingerprint to key the cached graph by), or a
+    backbone that does not export (logged).
     """
 
     def __init__(self, encoder: Any, session: Any, inputs: list[str]) -> None:
