@@ -93,7 +93,8 @@ def describe_held(held: tuple[str, ...]) -> str:
     return "; ".join(f"{v} ({', '.join(VARIANT_PATHS[v])})" for v in held)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in 4 MiB blocks (manifests record it for every exported file)."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -119,7 +120,7 @@ def variant_file(folder: Path, held: tuple[str, ...], variant: str, *, name: str
     files: dict[str, dict[str, Any]] = manifest["variants"][variant].get("files", {})
     for rel, want in files.items():
         f = folder / rel
-        if not f.is_file() or f.stat().st_size != want.get("size") or _sha256(f) != want.get("sha256"):
+        if not f.is_file() or f.stat().st_size != want.get("size") or file_sha256(f) != want.get("sha256"):
             raise ModelLoadError(
                 f"{f} is missing or damaged (it fails the size / SHA-256 recorded in {MANIFEST}); "
                 "copy the exported folder again, or export it again with `crossrank export`"

@@ -17,7 +17,6 @@ and the compiled model's own input names decide every feed (``model_inputs.model
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ from crossrank.backends.model_inputs import (
     type_vocab_size,
 )
 from crossrank.errors import BackendUnavailableError, ExportError
-from crossrank.exported import variant_file
+from crossrank.exported import file_sha256, variant_file
 from crossrank.model_files import ModelInfo
 
 log = logging.getLogger("crossrank")
@@ -66,14 +65,6 @@ def cache_root() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("crossrank"))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def entry_dir(info: ModelInfo, variant: str) -> Path:
@@ -108,7 +99,7 @@ def check_entry(d: Path) -> Path | None:
         files: dict[str, dict[str, object]] = meta["files"]
         for name, want in files.items():
             f = d / name
-            if not f.is_file() or want.get("size") != f.stat().st_size or want.get("sha256") != _sha256(f):
+            if not f.is_file() or want.get("size") != f.stat().st_size or want.get("sha256") != file_sha256(f):
                 log.warning("model cache entry %s is corrupt (%s fails its checksum); rebuilding it", d, name)
                 return None
         main = d / str(meta["main"])
@@ -305,7 +296,9 @@ def ensure_model_file(info: ModelInfo, variant: str, *, trust_remote_code: bool 
     tmp = Path(tempfile.mkdtemp(prefix=d.name + ".", dir=d.parent))
     try:
         _build(info, variant, tmp, trust_remote_code)
-        files = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(tmp.iterdir()) if f.is_file()}
+        files = {
+            f.name: {"size": f.stat().st_size, "sha256": file_sha256(f)} for f in sorted(tmp.iterdir()) if f.is_file()
+        }
         meta = {
             "source": info.name,
             "fingerprint": info.fingerprint,

@@ -42,6 +42,7 @@ from crossrank.exported import (
     VARIANT_FILES,
     VARIANT_PATHS,
     describe_held,
+    file_sha256,
 )
 from crossrank.model_files import ModelInfo, inspect_model, resolve_model_dir
 
@@ -188,14 +189,6 @@ def _require_toolchain(variants: Sequence[str]) -> None:
             raise missing_extra(f"{module} (needed by crossrank export)", extra)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)
@@ -219,7 +212,7 @@ def _source_files(path: Path) -> dict[str, str]:
     out = {}
     for f in sorted(path.iterdir()):
         if f.is_file() and (f.suffix in (".safetensors", ".bin", ".onnx") or f.suffix in _COPY_SUFFIXES[:3]):
-            out[f.name] = _sha256(f)
+            out[f.name] = file_sha256(f)
     return out
 
 
@@ -341,7 +334,7 @@ def export_model(
                     if f.is_file() and f.name != "manifest.json":
                         shutil.copyfile(f, target / f.name)
                         rel = f"{target.name}/{f.name}"
-                        files[rel] = {"size": f.stat().st_size, "sha256": _sha256(target / f.name)}
+                        files[rel] = {"size": f.stat().st_size, "sha256": file_sha256(target / f.name)}
                 report.variants[variant] = {
                     "file": VARIANT_FILES[variant],
                     "runs": list(VARIANT_PATHS[variant]),

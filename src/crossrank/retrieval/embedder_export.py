@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from crossrank.errors import ExportError, InvalidArgumentError, UnsupportedModelError, missing_extra
-from crossrank.retrieval.portable_embedder import FOLDER_FORMAT, GRAPH, MANIFEST, _sha256
+from crossrank.exported import file_sha256
+from crossrank.retrieval.portable_embedder import FOLDER_FORMAT, GRAPH, MANIFEST
 
 _TRANSFORMER = "sentence_transformers.models.Transformer"
 _POOLING = "sentence_transformers.models.Pooling"
@@ -153,7 +154,7 @@ def export_embedder(
             "dimension": int(hf.config.hidden_size),
             "inputs": list(dummy),
             "pad": {"id": int(tok.pad_token_id or 0), "token": str(tok.pad_token or "[PAD]")},
-            "graph": {"file": GRAPH, "size": (tmp / GRAPH).stat().st_size, "sha256": _sha256(tmp / GRAPH)},
+            "graph": {"file": GRAPH, "size": (tmp / GRAPH).stat().st_size, "sha256": file_sha256(tmp / GRAPH)},
             "built_with": {d: _version(d) for d in ("torch", "transformers", "sentence-transformers", "onnx")},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")

@@ -15,13 +15,13 @@ exported folder counts as the same embedder as its source and the record check p
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from crossrank.errors import ModelLoadError
+from crossrank.exported import file_sha256
 
 MANIFEST = "crossrank-embedder.json"
 """The manifest of an exported embedder folder (distinct from a cross-encoder export's)."""
@@ -58,14 +58,6 @@ def read_embedder_manifest(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class PortableEmbedder:
     """Embeds texts as sentence-transformers would with the source model, from an exported folder.
 
@@ -83,7 +75,7 @@ class PortableEmbedder:
         self.manifest = read_embedder_manifest(self.folder)
         graph = self.folder / GRAPH
         want = self.manifest["graph"]
-        if not graph.is_file() or graph.stat().st_size != want.get("size") or _sha256(graph) != want.get("sha256"):
+        if not graph.is_file() or graph.stat().st_size != want.get("size") or file_sha256(graph) != want.get("sha256"):
             raise ModelLoadError(
                 f"{graph} is missing or damaged (it fails the size / SHA-256 in {MANIFEST}); copy the folder again "
                 "or export the bi-encoder again with `crossrank export`"
