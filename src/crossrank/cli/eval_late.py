@@ -69,7 +69,8 @@ def late_rows(
         for keep in plans:
             cold: list[float] = []
             for i, source in enumerate(sources):
-                late_rr = Reranker(LateInteractionScorer(model, store=store))  # empty vector cache: cold
+                # Empty vector and score caches: cold. The score cache lets later fusions reuse the first's scores.
+                late_rr = Reranker(LateInteractionScorer(model, store=store), cache_size=len(queries) * depth)
                 if reranker.cache is not None:
                     reranker.cache.clear()
                 out: dict[str, dict[str, list[str]]] = {f: {} for f in fusions}
