@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from profile_ops import headline_batches  # sibling script: one headline workload
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -60,34 +61,26 @@ def main() -> int:
     if unknown:
         ap.error(f"unknown variants: {sorted(unknown)}")
 
+    if any(v.startswith("int8") for v in variants):
+        try:
+            import torchao  # noqa: F401
+        except ImportError:
+            raise SystemExit("the int8 variants need torchao (X86InductorQuantizer): pip install torchao") from None
+
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from crossrank import Reranker
     from crossrank.backends import default_threads
-    from crossrank.cli.bench import passages
     from crossrank.cpuinfo import describe
-    from crossrank.scoring.pairs import pad_batch
 
     torch.set_num_threads(default_threads())
-    docs = passages(args.model, Path(args.dataset) / "corpus.jsonl", 200, 100)
-    query = "Vitamin D deficiency is associated with a higher risk of cancer"
-    rr = Reranker(args.model, backend="openvino", quantize="int8")
-    rr.score(query, docs[:2])
-    engine = rr.engine
-    backend = engine.backend
-    if rr.max_length is None:
-        raise SystemExit("inductor_int8 needs a local model with a max_length")
-    enc = engine.encoder(rr.max_length).encode(query, docs)
-    order = sorted(range(len(enc.ids)), key=lambda i: len(enc.ids[i]))
-    bs = backend.preferred_batch_size  # type: ignore[attr-defined]
-    chunks = [order[s : s + bs] for s in range(0, len(order), bs)]
-    batches = [pad_batch([enc.ids[i] for i in c], [enc.types[i] for i in c], pad_id=engine.pad_id) for c in chunks]
+    rr, enc, bs, batches = headline_batches(args.model, args.dataset, "int8")
+    backend = rr.engine.backend
     real = sum(int(np.sum(b["attention_mask"])) for b in batches)
     padded = sum(int(b["attention_mask"].size) for b in batches)
     print(describe())
     print(
-        f"{len(docs)} candidates, batches of {bs}, {real} real tokens, {padded - real} pad tokens "
+        f"{len(enc.ids)} candidates, batches of {bs}, {real} real tokens, {padded - real} pad tokens "
         f"({(padded - real) / padded:.1%} of the computed positions: what unpadded attention could save)"
     )
 
@@ -95,7 +88,7 @@ def main() -> int:
 
     cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": default_threads()}
     cfg["INFERENCE_PRECISION_HINT"] = "bf16"
-    compiled = ov.Core().compile_model(str(backend.path), "CPU", cfg)  # type: ignore[attr-defined]
+    compiled = ov.Core().compile_model(str(backend.path), "CPU", cfg)
     req = compiled.create_infer_request()
     names = {n for p in compiled.inputs for n in p.get_names()}
 
