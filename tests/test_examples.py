@@ -5,11 +5,13 @@ from __future__ import annotations
 import ast
 import importlib
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from docs_blocks import REPO, blocks
 
 pytestmark = pytest.mark.integration
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -47,11 +49,29 @@ def test_example_uses_only_the_public_api(script: str) -> None:
     assert not bad, f"{script} uses names outside the public API: {bad}"
 
 
+def documented_arguments() -> dict[str, list[str]]:
+    """Each example's arguments as docs/frameworks.md shows the command (that block is not run by the
+    docs test: this test runs it, so the page and the test cannot drift apart)."""
+    found: dict[str, list[str]] = {}
+    for block in blocks(REPO / "docs" / "frameworks.md"):
+        for line in block.code.splitlines():
+            words = shlex.split(line, comments=True)
+            if "python" in words and words.index("python") + 1 < len(words):
+                script = words[words.index("python") + 1]
+                if script.startswith("examples/"):
+                    found[script.removeprefix("examples/")] = words[words.index("python") + 2 :]
+    return found
+
+
+def test_the_docs_show_every_example() -> None:
+    assert sorted(documented_arguments()) == SCRIPTS
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_example_runs(script: str, shared_model: Path, embedder_path: Path, tmp_path: Path) -> None:
     env = {**os.environ, "CROSSRANK_MODEL": str(shared_model), "CROSSRANK_EMBEDDER": str(embedder_path)}
     out = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), "--db", str(tmp_path / "db")],
+        [sys.executable, str(EXAMPLES / script), *documented_arguments()[script], "--db", str(tmp_path / "db")],
         capture_output=True,
         text=True,
         env=env,

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def dense_runs(scifact_slice, slice_vectors, embedder_path: Path) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
-    """Dense (all-MiniLM-L6-v2, cosine) top-20 over the whole corpus for the first 60 test claims."""
+    """Dense (all-MiniLM-L6-v2, cosine) top-20 for the first 60 test claims (the same as over the whole corpus)."""
     from sentence_transformers import SentenceTransformer
 
     queries, _ = scifact_slice

@@ -2,8 +2,9 @@
 
 Run with the full install: indexes SciFact abstracts into a new Chroma database with
 sentence-transformers (the bundled all-MiniLM-L6-v2, recorded as the collection's embedder), then
-asks ``crossrank query --json`` the first test claims, reranking with the exported cross-encoder on
-ONNX Runtime fp32 (the path both installs run), and writes the answers to JSON.
+asks ``crossrank query --json`` (its entry point, in this process) the first test claims,
+reranking with the exported cross-encoder on ONNX Runtime fp32 (the path both installs run), and
+writes the answers to JSON.
 ``tests/light/test_light_query.py``, in the torch-free venv, queries the same database with the
 exported embedder (``crossrank export`` of the bi-encoder) and must get the same ids, distances and
 scores.
@@ -14,9 +15,9 @@ scores.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 COLLECTION = "scifact-light"
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", type=int, default=300, help="abstracts indexed besides the claims' relevant ones")
     args = p.parse_args(argv)
 
+    from crossrank.cli import main
     from crossrank.retrieval.beir import load_beir
     from crossrank.retrieval.embeddings import offline_minilm_path
     from crossrank.retrieval.indexing import Chunk
@@ -67,13 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     pipe.add_chunks([Chunk(id=d, text=ds.doc_text(d), metadata={"source": d}) for d in ids])
     answers = []
     for _, text in claims:
-        done = subprocess.run(
-            [sys.executable, "-m", "crossrank", *query_args(args.export, args.db, text)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        answers.append({"text": text, "result": json.loads(done.stdout)})
+        # The command's own entry point, in this one process: the same code as `crossrank query`
+        # without paying the interpreter's and torch's start-up once per claim.
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main(query_args(args.export, args.db, text))
+        if code != 0:
+            raise SystemExit(f"crossrank query failed ({code}) for {text!r}")
+        answers.append({"text": text, "result": json.loads(out.getvalue())})
     Path(args.out).write_text(
         json.dumps({"export": args.export, "db": args.db, "indexed": len(ids), "answers": answers})
     )
