@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 from pathlib import Path
 
 COLLECTION = "scifact-light"
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", type=int, default=300, help="abstracts indexed besides the claims' relevant ones")
     args = p.parse_args(argv)
 
+    # The reference embeds with sentence-transformers itself, never with a cached ONNX export of it.
+    os.environ["CROSSRANK_EMBEDDER_EXPORT"] = "0"
     from crossrank.cli import main
     from crossrank.retrieval.beir import load_beir
     from crossrank.retrieval.embeddings import offline_minilm_path
@@ -76,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
             code = main(query_args(args.export, args.db, text))
         if code != 0:
             raise SystemExit(f"crossrank query failed ({code}) for {text!r}")
-        answers.append({"text": text, "result": json.loads(out.getvalue())})
+        result = json.loads(out.getvalue())
+        if result["embedder_runtime"] != "sentence-transformers":
+            raise SystemExit(f"the reference must embed with sentence-transformers, not {result['embedder_runtime']}")
+        answers.append({"text": text, "result": result})
     Path(args.out).write_text(
         json.dumps({"export": args.export, "db": args.db, "indexed": len(ids), "answers": answers})
     )

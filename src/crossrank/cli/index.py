@@ -3,12 +3,17 @@
 ``--late-interaction MODEL`` also stores every chunk's token vectors beside the collection (see
 :mod:`crossrank.retrieval.late_stage`); without paths it only brings those vectors in step with the
 collection as it is (``--rebuild`` starts them over).
+
+After indexing, the collection's embedder is exported to ONNX once into crossrank's cache (see
+:mod:`crossrank.retrieval.embedder_cache`), so a later ``crossrank query`` embeds without importing
+torch; ``CROSSRANK_EMBEDDER_EXPORT=0`` skips it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from crossrank.cli import common
@@ -50,10 +55,27 @@ def run(args: argparse.Namespace) -> int:
         pipe.index_late(rebuild=True, progress=progress)
     overlap = args.overlap if args.overlap is not None else args.chunk_size // 5
     rep = pipe.index_paths(args.paths, chunk_size=args.chunk_size, overlap=overlap, progress=progress)
-    return _report(args, rep, rep.late, pipe)
+    return _report(args, rep, rep.late, pipe, _export_embedder(pipe.embedder, progress))
 
 
-def _report(args: argparse.Namespace, rep: Any, sync: Any, pipe: Any) -> int:
+def _export_embedder(spec: str, progress: bool) -> dict[str, Any]:
+    """The embedder exported once into the cache, so later ``crossrank query`` processes skip torch."""
+    import time
+
+    from crossrank.retrieval.embedder_cache import ensure_cached_export
+
+    t = time.perf_counter()
+    if progress:
+        print("exporting the embedder to ONNX once, for fast queries ...", end="\r", file=sys.stderr, flush=True)
+    path, status = ensure_cached_export(spec)
+    if progress:
+        print(" " * 60, end="\r", file=sys.stderr, flush=True)
+    if path is None:
+        return {"status": "not exported", "reason": status}
+    return {"status": status, "path": str(path), "seconds": round(time.perf_counter() - t, 2)}
+
+
+def _report(args: argparse.Namespace, rep: Any, sync: Any, pipe: Any, export: dict[str, Any] | None = None) -> int:
     """One line per part (chunks into Chroma, vectors into the late store), or one JSON object."""
     late = None
     if sync is not None:
@@ -74,6 +96,8 @@ def _report(args: argparse.Namespace, rep: Any, sync: Any, pipe: Any) -> int:
     }
     if late is not None:
         out["late"] = late
+    if export is not None:
+        out["embedder_export"] = export
     if args.json:
         print(json.dumps(out))
     else:
@@ -81,6 +105,8 @@ def _report(args: argparse.Namespace, rep: Any, sync: Any, pipe: Any) -> int:
             f"indexed {rep.chunks} chunks from {rep.files} files into '{rep.collection}' "
             f"({rep.count} in collection, {rep.removed} stale chunks removed) in {rep.seconds:.1f}s"
         )
+        if export is not None and export["status"] == "exported":
+            print(f"embedder exported to ONNX for fast queries (once, {export['seconds']:.1f}s): {export['path']}")
         if sync is not None:
             print(_late_line(sync))
     return 0

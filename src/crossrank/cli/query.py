@@ -79,7 +79,7 @@ def _movement(old: int, new: int) -> str:
     return "  =" if d == 0 else (f"↑{d:>2}" if d > 0 else f"↓{-d:>2}")
 
 
-def print_results(res: Any, *, snippet: int = 70) -> None:
+def print_results(res: Any, *, snippet: int = 70, embedder_runtime: str | None = None) -> None:
     """The result table: new and old rank, movement, score, distance, source, snippet; then timings."""
     print(f"{'new':>3} {'old':>4} {'move':>4} {'score':>7} {'dist':>6}  {'source':<24} text")
     for h in res.hits:
@@ -89,8 +89,9 @@ def print_results(res: Any, *, snippet: int = 70) -> None:
             f"{dist:>6}  {common.shorten(common.source_label(h.metadata, h.id), 24):<24} "
             f"{common.shorten(h.text, snippet)}"
         )
+    embedded = f", query embedded by {embedder_runtime}" if embedder_runtime else ""
     print(
-        f"stage 1 (Chroma, {res.candidates} candidates): {res.retrieve_ms:.0f} ms · "
+        f"stage 1 (Chroma, {res.candidates} candidates{embedded}): {res.retrieve_ms:.0f} ms · "
         f"stage 2 (rerank, {res.backend}): {res.rerank_ms:.0f} ms · model: {res.model}"
     )
     print(
@@ -120,9 +121,9 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
     )
     if args.json:
-        print(json.dumps(res.to_dict(), ensure_ascii=False))
+        print(json.dumps({**res.to_dict(), "embedder_runtime": pipe.embedder_runtime}, ensure_ascii=False))
     else:
-        print_results(res)
+        print_results(res, embedder_runtime=pipe.embedder_runtime)
         if late is not None:
             print(
                 f"late interaction ({args.late_interaction}) reordered the first stage's {res.candidates}; "
@@ -166,9 +167,10 @@ def _run_with_llm(args: argparse.Namespace, pipe: Any, where: Any, where_doc: An
         for h, r in zip(d["hits"], ranked):
             h["stages"] = [{"name": s.name, "score": s.score, "rank": s.rank} for s in r.stages]
         d["llm"] = llm
+        d["embedder_runtime"] = pipe.embedder_runtime
         print(json.dumps(d, ensure_ascii=False))
         return 0
-    print_results(res)
+    print_results(res, embedder_runtime=pipe.embedder_runtime)
     failures = llm.get("failures") or []
     failed = len(failures)
     print(

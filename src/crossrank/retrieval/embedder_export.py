@@ -64,16 +64,22 @@ def _pooling(path: Path, mods: list[dict[str, Any]], name: str) -> tuple[str, bo
         )
     cfg_file = path / str(mods[1].get("path") or "") / "config.json"
     cfg = json.loads(cfg_file.read_text(encoding="utf-8")) if cfg_file.is_file() else {}
-    modes = [
-        m
-        for m, key in (("mean", "mean_tokens"), ("cls", "cls_token"), ("max", "max_tokens"))
-        if cfg.get(f"pooling_mode_{key}")
-    ]
-    others = [
-        k
-        for k, v in cfg.items()
-        if k.startswith("pooling_mode_") and v and not k.endswith(("mean_tokens", "cls_token", "max_tokens"))
-    ]
+    if "pooling_mode" in cfg:  # sentence-transformers 6 saves one key: a mode name, or a list of them
+        named = cfg["pooling_mode"]
+        chosen = [str(m) for m in (named if isinstance(named, list) else [named])]
+        modes = [m for m in chosen if m in ("mean", "cls", "max")]
+        others = [m for m in chosen if m not in modes]
+    else:  # earlier versions: one boolean per mode
+        modes = [
+            m
+            for m, key in (("mean", "mean_tokens"), ("cls", "cls_token"), ("max", "max_tokens"))
+            if cfg.get(f"pooling_mode_{key}")
+        ]
+        others = [
+            k
+            for k, v in cfg.items()
+            if k.startswith("pooling_mode_") and v and not k.endswith(("mean_tokens", "cls_token", "max_tokens"))
+        ]
     if len(modes) != 1 or others:
         raise UnsupportedModelError(
             f"{name} pools with {modes + others or 'nothing'}: the portable embedder runs exactly one of mean, cls, max"

@@ -25,6 +25,7 @@ from crossrank.reranker import Reranker
 from crossrank.results import Candidate, RankedResults
 from crossrank.retrieval.bm25 import BM25Index
 from crossrank.retrieval.chroma import DEFAULT_COLLECTION, existing_collection, get_collection, open_client
+from crossrank.retrieval.embedder_cache import cached_export
 from crossrank.retrieval.embedder_record import check_embedder, recorded_embedder
 from crossrank.retrieval.embeddings import embedding_function, resolve_embedder
 from crossrank.retrieval.first_stage import first_stage
@@ -164,6 +165,11 @@ class Pipeline:
     dense candidates (see :mod:`crossrank.retrieval.first_stage`). The score cache is on by default
     here (repeated queries over the same chunks skip the model).
 
+    Opened to query (``create=False``), an existing collection whose embedder ``crossrank index``
+    exported into the cache embeds with that ONNX export and imports no torch
+    (:mod:`crossrank.retrieval.embedder_cache`); ``embedder_runtime`` says which runs
+    (``"sentence-transformers"``, ``"onnxruntime (cached export)"`` or ``"onnxruntime (exported folder)"``).
+
     ``late`` adds a late-interaction stage (a multi-vector model folder or a
     :class:`~crossrank.late.LateInteractionScorer`): the first stage retrieves ``late_candidates``,
     late interaction reorders them by MaxSim over the token vectors stored beside the collection
@@ -201,7 +207,10 @@ class Pipeline:
         self.embedder = resolve_embedder(named if named is not None else recorded)
         if existing is not None:
             check_embedder(existing, self.embedder)
-        self._ef = embedding_function(self.embedder)
+        # embedder_runtime: what embeds queries and chunks, for reports; embedder_export: the cached export used.
+        self._ef, self.embedder_runtime, self.embedder_export = self._embedding_function(
+            self.embedder, existing is not None and not create
+        )
         # An exported embedder folder (the light install) embeds here and Chroma gets vectors: Chroma
         # would refuse it as a second embedding function beside the one it persisted for the collection.
         self._vectors: PortableEmbedder | None = self._ef if isinstance(self._ef, PortableEmbedder) else None
@@ -222,6 +231,26 @@ class Pipeline:
             self.late = LateStage(
                 late, collection=self.collection, collection_name=collection, store=where, candidates=late_candidates
             )
+
+    @staticmethod
+    def _embedding_function(spec: str, query_only: bool) -> tuple[Any, str, Path | None]:
+        """``(embedding function, runtime, cached export)``: opened to query (not to index), an existing
+        collection's embedder runs from its cached ONNX export when there is one (no torch imported),
+        else from ``spec`` itself.
+
+        Collections are made and indexed with sentence-transformers (Chroma persists that embedding
+        function, and it batches long lists by length); see :mod:`crossrank.retrieval.embedder_cache`.
+        """
+        cached = cached_export(spec) if query_only else None
+        if cached is not None:
+            try:
+                return PortableEmbedder(cached), "onnxruntime (cached export)", cached
+            except CrossrankError as exc:  # damaged in the cache: sentence-transformers still works
+                log.warning("ignoring the cached embedder export %s: %s", cached, exc)
+        ef = embedding_function(spec)
+        if isinstance(ef, PortableEmbedder):
+            return ef, "onnxruntime (exported folder)", None
+        return ef, "sentence-transformers", None
 
     @property
     def reranker(self) -> Reranker:

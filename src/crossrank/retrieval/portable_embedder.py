@@ -112,9 +112,12 @@ class PortableEmbedder:
     def embed(self, texts: Sequence[str]) -> Any:
         """``(len(texts), dim)`` float32 embeddings, pooled and (if the source normalises) unit length."""
         np = self._np
+        # Longest first, as sentence-transformers batches (by characters): little padding per batch.
+        order = sorted(range(len(texts)), key=lambda i: -len(str(texts[i])))
+        ordered = [str(texts[i]) for i in order]
         out = []
-        for s in range(0, len(texts), self.batch_size):
-            enc = self._tok.encode_batch([str(t) for t in texts[s : s + self.batch_size]])
+        for s in range(0, len(ordered), self.batch_size):
+            enc = self._tok.encode_batch(ordered[s : s + self.batch_size])
             mask = np.asarray([e.attention_mask for e in enc], dtype=np.int64)
             values = {
                 "input_ids": np.asarray([e.ids for e in enc], dtype=np.int64),
@@ -125,7 +128,9 @@ class PortableEmbedder:
             out.append(self._pool(hidden, mask))
         if not out:
             return np.zeros((0, int(self.manifest.get("dimension") or 0)), dtype=np.float32)
-        vecs = np.concatenate(out)
+        pooled = np.concatenate(out)
+        vecs = np.empty_like(pooled)
+        vecs[order] = pooled  # back to the callers' order
         if self.normalize:
             vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
         return vecs.astype(np.float32)
