@@ -595,6 +595,7 @@ def test_cli_llm_budget_flag_and_cut_off_report(
 
     class Pipeline:
         reranker = Reranker(IncomingOrder())
+        embedder_runtime = "none: the candidates are given"
 
         def retrieve(self, query: str, **kw: Any) -> list[tuple[Candidate, float]]:
             return [(Candidate(text=t, id=f"d{i}"), 0.1 * i) for i, t in enumerate(DOCS)]

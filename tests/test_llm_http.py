@@ -382,6 +382,7 @@ def test_cli_query_with_llm(
 
     class FakePipeline:
         reranker = Reranker(WordOverlap())
+        embedder_runtime = "none: the candidates are given"
 
         def retrieve(self, query: str, **kw: Any) -> list[tuple[Candidate, float]]:
             return [(Candidate(text=t, id=f"d{i}"), 0.1 * i) for i, t in enumerate(DOCS)]
