@@ -46,12 +46,32 @@ def test_index_is_idempotent_and_removes_stale_chunks(
     first = json.loads(out)
     assert code == 0 and first["files"] == 2 and first["chunks"] > 3
     assert first["total_in_collection"] == first["chunks"]
+    assert first["embedded"] == first["chunks"] and first["unchanged"] == 0
     code, out, _ = run(capsys, *args)
-    assert json.loads(out)["total_in_collection"] == first["chunks"], "re-indexing must not duplicate"
+    same = json.loads(out)
+    assert same["total_in_collection"] == first["chunks"], "re-indexing must not duplicate"
+    assert same["embedded"] == 0 and same["unchanged"] == first["chunks"], "unchanged chunks are not embedded again"
     (corpus / "notes.txt").write_text("Aspirin lowers heart attack risk.")
     code, out, _ = run(capsys, *args)
     again = json.loads(out)
     assert again["removed_stale"] > 0 and again["total_in_collection"] == again["chunks"]
+    assert again["embedded"] == 1 and again["unchanged"] == again["chunks"] - 1, "only the edited file's chunk"
+    # What the skipping left in Chroma equals a fresh index of the files as they are now.
+    fresh = str(tmp_path / "fresh")
+    assert run(capsys, "index", str(corpus), "--db", fresh, *args[4:])[0] == 0
+    import chromadb
+    import numpy as np
+
+    def stored(path: str) -> dict[str, tuple[str, dict[str, object], list[float]]]:
+        col = chromadb.PersistentClient(path=path).get_collection("crossrank")
+        got = col.get(include=["documents", "metadatas", "embeddings"])
+        rows = zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"])
+        return {i: (d, m, list(e)) for i, d, m, e in rows}
+
+    kept, new = stored(db), stored(fresh)
+    assert sorted(kept) == sorted(new)
+    for i, (doc, meta, vec) in new.items():
+        assert kept[i][:2] == (doc, meta) and np.allclose(kept[i][2], vec, atol=1e-5)
 
 
 def test_query_table_json_and_filters(

@@ -109,3 +109,22 @@ def test_pipeline_hybrid_equals_eval_hybrid(
     assert code == 0
     assert report["first_stages"]["hybrid"]["metrics"] == evaluate(runs["hybrid"], ds.qrels)
     assert report["metrics"]["first_stage"] == evaluate(runs["hybrid"], ds.qrels)
+
+
+def test_hybrid_sees_a_chunk_rewritten_in_place(tmp_path: Path) -> None:
+    """BM25 is rebuilt from Chroma when a chunk's text changes even though the count stays the same."""
+    from crossrank.retrieval.indexing import Chunk
+    from crossrank.retrieval.pipeline import Pipeline
+    from crossrank.training.testing import make_tiny_bi_encoder
+
+    bi = make_tiny_bi_encoder(tmp_path / "bi", layers=1)
+    pipe = Pipeline("notes", db=tmp_path / "db", embedder=bi, create=True, hybrid=True)
+    texts = ["ball pythons eat mice", "aspirin and the heart", "green tea brewing", "sleep and headaches"]
+    assert pipe.add_chunks([Chunk(f"d{i}", t, {"source": "s"}) for i, t in enumerate(texts)]) == 4
+    assert pipe.add_chunks([Chunk("d2", "green tea brewing", {"source": "s"})]) == 0  # unchanged: not embedded
+    before = pipe._bm25_index()[0].search("zanzibar", 4)  # BM25 built on the old texts
+    assert not [i for i, s in before if s > 0]
+    assert pipe.add_chunks([Chunk("d2", "zanzibar spice trade", {"source": "s"})]) == 1
+    assert pipe.count() == 4
+    after = pipe._bm25_index()[0].search("zanzibar", 4)
+    assert [i for i, s in after if s > 0] == ["d2"]

@@ -1,4 +1,4 @@
-"""``crossrank index``: chunk .txt/.md/.jsonl files into a Chroma collection (re-indexing replaces).
+"""``crossrank index``: chunk .txt/.md/.jsonl files into a Chroma collection (re-indexing embeds only what changed).
 
 ``--late-interaction MODEL`` also stores every chunk's token vectors beside the collection (see
 :mod:`crossrank.retrieval.late_stage`); without paths it only brings those vectors in step with the
@@ -89,6 +89,8 @@ def _report(args: argparse.Namespace, rep: Any, sync: Any, pipe: Any, export: di
     out = {
         "files": rep.files,
         "chunks": rep.chunks,
+        "embedded": rep.embedded,
+        "unchanged": rep.chunks - rep.embedded,
         "removed_stale": rep.removed,
         "collection": rep.collection,
         "total_in_collection": rep.count,
@@ -103,7 +105,8 @@ def _report(args: argparse.Namespace, rep: Any, sync: Any, pipe: Any, export: di
     else:
         print(
             f"indexed {rep.chunks} chunks from {rep.files} files into '{rep.collection}' "
-            f"({rep.count} in collection, {rep.removed} stale chunks removed) in {rep.seconds:.1f}s"
+            f"({rep.embedded} embedded, {rep.chunks - rep.embedded} unchanged; {rep.count} in collection, "
+            f"{rep.removed} stale chunks removed) in {rep.seconds:.1f}s"
         )
         if export is not None and export["status"] == "exported":
             print(f"embedder exported to ONNX for fast queries (once, {export['seconds']:.1f}s): {export['path']}")

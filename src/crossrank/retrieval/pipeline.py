@@ -154,6 +154,7 @@ class IndexReport:
     collection: str
     count: int
     late: SyncReport | None = None  # the late-interaction store's sync, when the pipeline has a late stage
+    embedded: int = 0  # chunks embedded this run; the other ``chunks - embedded`` were unchanged in Chroma
 
 
 class Pipeline:
@@ -264,19 +265,40 @@ class Pipeline:
         """Chunks in the collection."""
         return int(self._call(self.collection.count))
 
-    def add_chunks(self, chunks: Sequence[Chunk], *, batch_size: int = 128) -> None:
-        """Upsert chunks by id in batches (embedding them with the collection's embedder)."""
+    def add_chunks(self, chunks: Sequence[Chunk], *, batch_size: int = 128) -> int:
+        """Upsert chunks by id in batches, embedding them with the collection's embedder; returns how
+        many were embedded.
+
+        A chunk whose id already holds the same text and metadata is left as it is: re-indexing
+        unchanged files costs one lookup per batch, not a forward pass per chunk.
+        """
+        embedded = 0
         for s in range(0, len(chunks), batch_size):
             part = chunks[s : s + batch_size]
-            vectors = {"embeddings": self._vectors.embed([c.text for c in part])} if self._vectors else {}
-            self._call(
-                self.collection.upsert,
-                ids=[c.id for c in part],
-                documents=[c.text for c in part],
-                metadatas=[c.metadata or {"source": ""} for c in part],
-                **vectors,
-            )
+            changed = self._changed(part)
+            if changed:
+                vectors = {"embeddings": self._vectors.embed([c.text for c in changed])} if self._vectors else {}
+                self._call(
+                    self.collection.upsert,
+                    ids=[c.id for c in changed],
+                    documents=[c.text for c in changed],
+                    metadatas=[self._metadata(c) for c in changed],
+                    **vectors,
+                )
+                embedded += len(changed)
+                self._bm25 = None  # same count, other texts: the BM25 index must be rebuilt
             self._pretokenize([c.text for c in part])
+        return embedded
+
+    @staticmethod
+    def _metadata(chunk: Chunk) -> dict[str, Any]:
+        return dict(chunk.metadata) if chunk.metadata else {"source": ""}
+
+    def _changed(self, part: Sequence[Chunk]) -> list[Chunk]:
+        """The chunks of ``part`` that are new or whose stored text or metadata differ."""
+        got = self._call(self.collection.get, ids=[c.id for c in part], include=["documents", "metadatas"])
+        stored = {i: (d, dict(m or {})) for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])}
+        return [c for c in part if stored.get(c.id) != (c.text, self._metadata(c))]
 
     def _pretokenize(self, texts: list[str]) -> None:
         """Put new chunks' token ids in the reranker's token cache when this pipeline names a reranker.
@@ -332,22 +354,24 @@ class Pipeline:
         files = discover(paths)
         total = removed = 0
         bar = tqdm(total=len(files), unit="file", desc="indexing", disable=not progress)
+        embedded = 0
         for path, chunks in iter_chunks(files, chunk_size, overlap):
             bar.set_postfix_str(path.name[-30:])
-            self.add_chunks(chunks, batch_size=batch_size)
+            embedded += self.add_chunks(chunks, batch_size=batch_size)
             keep = {c.id for c in chunks}
             src = str(path.resolve())
             existing = self._call(self.collection.get, where={"source": src}, include=[])["ids"]
             stale = [i for i in existing if i not in keep]
             if stale:
                 self._call(self.collection.delete, ids=stale)
+                self._bm25 = None
             removed += len(stale)
             total += len(chunks)
             bar.update(1)
         bar.close()
         late = self.index_late(progress=progress) if self.late is not None else None
         return IndexReport(
-            len(files), total, removed, time.perf_counter() - t0, self.collection_name, self.count(), late
+            len(files), total, removed, time.perf_counter() - t0, self.collection_name, self.count(), late, embedded
         )
 
     def index_late(
