@@ -17,10 +17,11 @@ embedder's weights and the corpus file, by SHA-256); the fixture refuses a stale
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+from crossrank.exported import file_sha256
 
 QUERIES = 60
 """The first test claims the tests ask."""
@@ -31,22 +32,14 @@ MAX_SEQ_LENGTH = 128
 FILE = Path(__file__).resolve().parent / "data" / "scifact-neighbours.json"
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def provenance(dataset: Path, embedder: Path) -> dict[str, Any]:
     """What the ids depend on; the fixture compares it with the file's."""
     return {
         "queries": QUERIES,
         "depth": DEPTH,
         "max_seq_length": MAX_SEQ_LENGTH,
-        "corpus_sha256": sha256(dataset / "corpus.jsonl"),
-        "embedder_sha256": sha256(embedder / "model.safetensors"),
+        "corpus_sha256": file_sha256(dataset / "corpus.jsonl"),
+        "embedder_sha256": file_sha256(embedder / "model.safetensors"),
     }
 
 
