@@ -49,19 +49,25 @@ print(json.dumps({"import_s": t1 - t0, "load_and_score_s": t2 - t1, "first_score
 """
 
 
-def run_child(model: str, env: dict[str, str]) -> dict[str, Any]:
-    """One fresh process: its own timings, plus wall and CPU seconds as the parent saw them."""
+def run_python(code: str, args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """``code`` in a fresh interpreter: the JSON object its last output line holds, plus the wall and
+    CPU seconds (user + system) of the whole process as the parent saw them."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD, model], env=env, capture_output=True, text=True, check=False)
+    out = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if out.returncode != 0:
+    if out.returncode != 0 or not out.stdout.strip():
         raise SystemExit(f"the child process failed:\n{out.stderr[-2000:]}")
     row: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     row["wall_s"] = wall
     row["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return row
+
+
+def run_child(model: str, env: dict[str, str]) -> dict[str, Any]:
+    """One fresh process importing crossrank, loading ``model`` and scoring once."""
+    return run_python(CHILD, [model], env)
 
 
 def measure(model: str, runs: int) -> dict[str, Any]:

@@ -17,12 +17,10 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
-import sys
-import time
 from typing import Any
+
+from first_score import run_python  # sibling script: one fresh-process timer
 
 QUERY = "how do I rerank inside LangChain?"
 
@@ -41,19 +39,10 @@ print(json.dumps({"code": code, "embedder_runtime": res.get("embedder_runtime"),
 
 
 def run_child(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
-    """One fresh process: its report, plus wall and CPU seconds as the parent saw them."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD, *argv], env=env, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - t
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if out.returncode != 0 or not out.stdout.strip():
-        raise SystemExit(f"the query process failed:\n{out.stderr[-2000:]}")
-    row: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    """One fresh ``crossrank`` process: its report, plus wall and CPU seconds as the parent saw them."""
+    row = run_python(CHILD, argv, env)
     if row["code"] != 0:
-        raise SystemExit(f"crossrank query exited {row['code']}:\n{out.stderr[-2000:]}")
-    row["wall_s"] = wall
-    row["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        raise SystemExit(f"crossrank {' '.join(argv[:1])} exited {row['code']}")
     return row
 
 

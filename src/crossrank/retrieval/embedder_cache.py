@@ -55,11 +55,12 @@ def _fingerprint(spec: str) -> str | None:
 
 def cached_export(spec: str) -> Path | None:
     """The cached export of the embedder ``spec`` (a resolved folder), or None when there is none to use."""
-    if not enabled():
-        return None
-    fp = _fingerprint(spec)
-    if fp is None:
-        return None
+    fp = _fingerprint(spec) if enabled() else None
+    return _usable(fp) if fp is not None else None
+
+
+def _usable(fp: str) -> Path | None:
+    """The cache folder for fingerprint ``fp`` if it holds a complete export of that embedder."""
     path = cache_path(fp)
     if not is_exported_embedder(path):
         return None
@@ -86,21 +87,17 @@ def ensure_cached_export(spec: str) -> tuple[Path | None, str]:
     fp = _fingerprint(spec)
     if fp is None:
         return None, "the embedder is not a local sentence-transformers folder"
-    found = cached_export(spec)
+    found = _usable(fp)
     if found is not None:
         return found, "cached"
     from crossrank.retrieval.embedder_export import export_embedder
 
     dest = cache_path(fp)
-    for attempt in (1, 2):
-        try:
-            export_embedder(spec, dest)  # written aside and renamed into place: never half there
-            return dest, "exported"
-        except (CrossrankError, ImportError) as exc:
-            found = cached_export(spec)  # another process may have finished the same export meanwhile
-            if found is not None:
-                return found, "cached"
-            if attempt == 2 or not dest.exists():
-                return None, str(exc)
-            shutil.rmtree(dest, ignore_errors=True)  # something unreadable in the way: export again
-    return None, "unreachable"
+    if dest.exists():  # something unusable in the way (not a complete export of this embedder)
+        shutil.rmtree(dest, ignore_errors=True)
+    try:
+        export_embedder(spec, dest)  # written aside and renamed into place: never half there
+    except (CrossrankError, ImportError) as exc:
+        found = _usable(fp)  # another process may have finished the same export meanwhile
+        return (found, "cached") if found is not None else (None, str(exc))
+    return dest, "exported"
