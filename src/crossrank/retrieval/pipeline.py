@@ -496,7 +496,7 @@ class Pipeline:
         """Chroma calls with our error type: a dead server becomes a VectorStoreError, not a stack trace."""
         try:
             return fn(*args, **kwargs)
-        except (InvalidArgumentError, VectorStoreError):
+        except CrossrankError:  # ours already (a bad filter, or the embedder failing to load on first use)
             raise
         except Exception as exc:
             if "where" in str(exc).lower() and ("invalid" in str(exc).lower() or "expected" in str(exc).lower()):
