@@ -49,3 +49,46 @@ async def test_adapters_agree_with_a_shared_reranker(tiny: Reranker, normalize: 
         assert [s for _, s in lc_pairs] == pytest.approx(expected.scores, abs=1e-6)
         assert [s for _, s in li_pairs] == pytest.approx(expected.scores, abs=1e-6)
         assert all(type(s) is float for _, s in lc_pairs + li_pairs)
+
+
+def test_a_shared_rerankers_scale_is_the_adapters_default(tiny_model) -> None:  # type: ignore[no-untyped-def]
+    """``Reranker(normalize="sigmoid")`` shared with an adapter: the adapter reports (and thresholds on)
+    that scale unless it names another, like the LangChain ``CrossEncoder`` entry point does."""
+    from langchain_crossrank import CrossRankCrossEncoder
+
+    rs = Reranker(tiny_model, backend="torch", normalize="sigmoid")
+    expected = rs.rerank(QUERY, TEXTS)
+    assert all(0 < s < 1 for s in expected.scores)
+    docs = [Document(page_content=t, id=str(i)) for i, t in enumerate(TEXTS)]
+    nodes = [NodeWithScore(node=TextNode(text=t, id_=str(i)), score=0.0) for i, t in enumerate(TEXTS)]
+    lc = CrossRankCompressor(reranker=rs, top_n=None)
+    li = CrossRankRerank(reranker=rs, top_n=None)
+    assert lc.normalize == li.normalize == "sigmoid"
+    assert [d.metadata["relevance_score"] for d in lc.compress_documents(docs, QUERY)] == pytest.approx(
+        expected.scores, abs=1e-6
+    )
+    assert [n.score for n in li.postprocess_nodes(nodes, query_str=QUERY)] == pytest.approx(expected.scores, abs=1e-6)
+    assert sorted(CrossRankCrossEncoder(reranker=rs).score([(QUERY, t) for t in TEXTS]), reverse=True) == (
+        pytest.approx(expected.scores, abs=1e-6)
+    )
+    raw = CrossRankRerank(reranker=rs, normalize="none", top_n=None).postprocess_nodes(nodes, query_str=QUERY)
+    assert [n.score for n in raw] == pytest.approx(rs.rerank(QUERY, TEXTS, normalize="none").scores, abs=1e-6)
+
+
+@pytest.mark.parametrize("adapter", [CrossRankCompressor, CrossRankRerank])
+def test_options_that_would_be_ignored_are_refused(tiny: Reranker, adapter: type) -> None:
+    """Beside ``reranker=``, a different ``model`` or any ``reranker_kwargs`` would be silently unused;
+    a misspelt option likewise. All are errors naming what to do."""
+    from pydantic import ValidationError
+
+    from crossrank import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="reranker= scores with"):
+        adapter(reranker=tiny, model="some/other-model")
+    with pytest.raises(InvalidArgumentError, match="set those options on that Reranker"):
+        adapter(reranker=tiny, reranker_kwargs={"max_length": 8})
+    with pytest.raises(InvalidArgumentError, match="normalize= to the adapter itself"):
+        adapter(model=tiny.model_name, reranker_kwargs={"normalize": "sigmoid"})
+    with pytest.raises(ValidationError, match="topn"):
+        adapter(reranker=tiny, topn=1)
+    assert adapter(reranker=tiny, model=tiny.model_name).model == tiny.model_name  # the same model: fine

@@ -211,3 +211,9 @@ def test_reranked_context_is_more_relevant(lc_store, shared_rr: Reranker, scifac
         top1_after += rel.get(after[0].id, 0) > 0
     assert hits_after > hits_before, (hits_before, hits_after)
     assert top1_after >= top1_before + 3, (top1_before, top1_after)
+
+
+def test_the_lcel_step_refuses_a_non_dict_input(tiny: Reranker) -> None:
+    step = CrossRankCompressor(reranker=tiny).as_runnable()
+    with pytest.raises(InvalidDocumentTypeError, match="takes a dict with 'documents' and 'query' keys, got list"):
+        step.invoke([Document(page_content="x")])  # type: ignore[arg-type]

@@ -69,6 +69,43 @@ def test_postprocess_returns_copies(tiny: Reranker, recorder: Recorder) -> None:
     assert CrossRankRerank.class_name() == "CrossRankRerank"
 
 
+def test_copies_share_no_mutable_state_with_the_callers_nodes(tiny: Reranker) -> None:
+    from llama_index.core.schema import NodeRelationship, RelatedNodeInfo
+
+    nodes = make_nodes()
+    for n in nodes:
+        n.node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id="doc", metadata={"page": [1]})
+        n.node.excluded_llm_metadata_keys = ["src"]
+        n.node.embedding = [0.5, 0.25]
+    before = copy.deepcopy(nodes)
+    out = CrossRankRerank(reranker=tiny, top_n=None).postprocess_nodes(nodes, query_str="python snake")
+    for n in out:
+        n.node.relationships[NodeRelationship.PREVIOUS] = RelatedNodeInfo(node_id="other")
+        n.node.relationships[NodeRelationship.SOURCE].metadata["page"].append(2)
+        n.node.excluded_llm_metadata_keys.append("tags")
+        n.node.excluded_embed_metadata_keys.append("tags")
+        assert n.node.embedding is not None
+        n.node.embedding[0] = 9.0
+    assert [n.model_dump() for n in nodes] == [n.model_dump() for n in before]
+
+
+async def test_the_async_path_has_its_own_span(tiny: Reranker) -> None:
+    """LlamaIndex traces each postprocessor call as a span; the async call is one too, its events inside it."""
+    from llama_index.core.instrumentation.span_handlers import SimpleSpanHandler
+
+    root = get_dispatcher()
+    spans = SimpleSpanHandler()
+    root.add_span_handler(spans)
+    try:
+        pp = CrossRankRerank(reranker=tiny, top_n=2)
+        await pp.apostprocess_nodes(make_nodes(), query_str="python snake")
+        pp.postprocess_nodes(make_nodes(), query_str="python snake")
+    finally:
+        root.span_handlers.remove(spans)
+    names = [s.id_.split("-")[0] for s in spans.completed_spans]
+    assert "CrossRankRerank._apostprocess_nodes" in names and "CrossRankRerank._postprocess_nodes" in names
+
+
 def test_missing_query_fails_before_events(tiny: Reranker, recorder: Recorder) -> None:
     debug = LlamaDebugHandler()
     pp = CrossRankRerank(reranker=tiny, callback_manager=CallbackManager([debug]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from crossrank import Candidate, Cascade, InvalidDocumentTypeError, RankedResults, Reranker
@@ -103,6 +103,11 @@ class CrossRankCompressor(RerankOptions, BaseDocumentCompressor):
         """An LCEL step taking ``{"documents": [...], "query": "..."}`` and returning reranked Documents."""
 
         def _args(inputs: dict[str, Any]) -> tuple[Sequence[Document], str]:
+            if not isinstance(inputs, Mapping):
+                raise InvalidDocumentTypeError(
+                    f"the rerank step takes a dict with 'documents' and 'query' keys, got {type(inputs).__name__}; "
+                    "e.g. {'documents': retriever, 'query': RunnablePassthrough()} | compressor.as_runnable()"
+                )
             docs = inputs.get("documents", inputs.get("docs", inputs.get("context")))
             query = inputs.get("query", inputs.get("question"))
             if docs is None or query is None:

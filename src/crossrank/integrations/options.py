@@ -11,7 +11,8 @@ every candidate then the cross-encoder over its best 30 (``Cascade([(late, None)
 30)])``); ``threshold`` / ``normalize`` then apply to its first stage, and ``llm=`` appends the LLM
 after its last stage. Candidates that came from a Chroma collection crossrank indexed with
 ``--late-interaction`` find their stored token vectors by the hash of their text (the Document's
-``page_content`` / the node's text), so the adapters pass no ids.
+``page_content`` / the node's text): the ids the adapters pass are the framework's Document / node
+ids, which need not be Chroma's.
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ from crossrank.results import Candidate, RankedResults
 class RerankOptions(BaseModel):
     """Pydantic fields and calls shared by ``CrossRankCompressor`` and ``CrossRankRerank``.
 
-    Pass ``reranker=`` to share one loaded model between components; the adapter's own
-    ``top_n`` / ``threshold`` / ``normalize`` still apply to its calls.
+    Pass ``reranker=`` to share one loaded model between components; the adapter's own ``top_n`` /
+    ``threshold`` apply to its calls, and ``normalize`` defaults to that reranker's own scale (so a
+    threshold chosen on the reranker's scores means the same here). ``model`` and
+    ``reranker_kwargs`` describe a reranker the adapter builds, so they are refused beside
+    ``reranker=`` unless ``model`` names the same model.
     """
 
     model: str = Field(
@@ -47,7 +51,10 @@ class RerankOptions(BaseModel):
     threshold: float | None = Field(
         default=None, description="Drop results scoring below this, on the normalize scale."
     )
-    normalize: str = Field(default="none", description="Score scale: none, sigmoid, softmax or minmax.")
+    normalize: str = Field(
+        default="none",
+        description="Score scale: none, sigmoid, softmax or minmax (default: a given reranker's own, else none).",
+    )
     reranker_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra options for crossrank.Reranker.")
     llm: Any = Field(
         default=None,
@@ -64,13 +71,21 @@ class RerankOptions(BaseModel):
     _cascade: Cascade | None = PrivateAttr(default=None)
 
     def __init__(self, *, reranker: Reranker | Cascade | None = None, **data: Any) -> None:
-        if reranker is not None and "model" not in data:
-            data["model"] = reranker.model_name
-        super().__init__(**data)
-        check_output_options(self.top_n, self.threshold, self.normalize)
         given = reranker if isinstance(reranker, Cascade) else None
         first = given.stages[0].reranker if given is not None else reranker
-        assert first is None or isinstance(first, Reranker)
+        if first is not None and not isinstance(first, Reranker):
+            raise InvalidArgumentError(
+                f"reranker= takes a crossrank.Reranker or Cascade, got {type(reranker).__name__}; "
+                "pass a model id or folder as model= instead"
+            )
+        if "normalize" in data.get("reranker_kwargs", {}):
+            raise InvalidArgumentError("pass normalize= to the adapter itself, not inside reranker_kwargs")
+        if reranker is not None:
+            _check_shared(reranker, data)
+            data["model"] = reranker.model_name
+            data.setdefault("normalize", first.normalize if first is not None else "none")
+        super().__init__(**data)
+        check_output_options(self.top_n, self.threshold, self.normalize)
         self._reranker = first or Reranker(self.model, normalize=self.normalize, **self.reranker_kwargs)
         self._cascade = given
         if self.llm is not None:
@@ -123,3 +138,18 @@ class RerankOptions(BaseModel):
             "filtered": len(results.filtered),
             "stats": asdict(results.stats),
         }
+
+
+def _check_shared(reranker: Reranker | Cascade, data: dict[str, Any]) -> None:
+    """Options that would describe another model than the shared ``reranker`` are errors, not ignored."""
+    if data.get("reranker_kwargs"):
+        raise InvalidArgumentError(
+            "reranker_kwargs configure a reranker the adapter builds; with reranker= set those options on "
+            f"that Reranker instead (got {sorted(data['reranker_kwargs'])})"
+        )
+    named = data.get("model")
+    if named is not None and named != reranker.model_name:
+        raise InvalidArgumentError(
+            f"model={named!r} but reranker= scores with {reranker.model_name!r}: pass one of them "
+            "(results report the model that scored)"
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -11,7 +12,7 @@ from crossrank.integrations import RerankOptions, copy_metadata
 from crossrank.integrations.candidates import to_candidates
 
 try:
-    from llama_index.core.bridge.pydantic import Field
+    from llama_index.core.bridge.pydantic import ConfigDict, Field
     from llama_index.core.callbacks import CBEventType, EventPayload
     from llama_index.core.instrumentation import get_dispatcher
     from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
@@ -43,6 +44,8 @@ class CrossRankRerank(RerankOptions, BaseNodePostprocessor):
     their text).
     """
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt option is an error, not silently ignored
+
     keep_retrieval_score: bool = Field(default=False, description="Keep the first-stage score in metadata.")
     metadata_mode: MetadataMode = Field(
         default=MetadataMode.NONE, description="Which metadata the cross-encoder reads with the node text."
@@ -70,11 +73,21 @@ class CrossRankRerank(RerankOptions, BaseNodePostprocessor):
         out = []
         for r in results:
             src = nodes[r.index]
-            node = src.node.model_copy(deep=False)
-            extra = {"retrieval_score": src.score} if self.keep_retrieval_score else {}
-            node.metadata = copy_metadata(src.node.metadata, **extra)
-            out.append(NodeWithScore(node=node, score=r.score))
+            out.append(NodeWithScore(node=self._copy_node(src), score=r.score))
         return out
+
+    def _copy_node(self, src: NodeWithScore) -> Any:
+        """A copy sharing no mutable state with the caller's node (text and other strings are immutable)."""
+        original = src.node
+        node = original.model_copy(deep=False)
+        extra = {"retrieval_score": src.score} if self.keep_retrieval_score else {}
+        node.metadata = copy_metadata(original.metadata, **extra)
+        node.relationships = copy.deepcopy(original.relationships)
+        node.excluded_embed_metadata_keys = list(original.excluded_embed_metadata_keys)
+        node.excluded_llm_metadata_keys = list(original.excluded_llm_metadata_keys)
+        if original.embedding is not None:
+            node.embedding = list(original.embedding)
+        return node
 
     @staticmethod
     def _query(query_bundle: QueryBundle | None) -> QueryBundle:
@@ -94,7 +107,7 @@ class CrossRankRerank(RerankOptions, BaseNodePostprocessor):
             EventPayload.NODES: nodes,
             EventPayload.MODEL_NAME: self.model,
             EventPayload.QUERY_STR: bundle.query_str,
-            EventPayload.TOP_K: self.top_n,
+            EventPayload.TOP_K: self.top_n or len(nodes),
         }
         with self.callback_manager.event(CBEventType.RERANKING, payload=payload) as event:
             yield
@@ -110,6 +123,7 @@ class CrossRankRerank(RerankOptions, BaseNodePostprocessor):
             out += self._copies(nodes, self._rerank(bundle.query_str, cands))
         return out
 
+    @dispatcher.span  # the sync path gets its span from LlamaIndex's span mixin
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
