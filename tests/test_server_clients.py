@@ -158,6 +158,52 @@ def test_infinity_client(url: str, local: Any) -> None:
     assert [r.relevance_score for r in raw.results] == pytest.approx([r.raw_score for r in local][:2], abs=1e-5)
 
 
+def test_infinity_client_lists_the_served_model(url: str, tiny: Reranker) -> None:
+    """infinity_client's own ``models`` call parses our /models (its ModelInfo takes only Infinity's values)."""
+    pytest.importorskip("infinity_client")
+    from infinity_client import AuthenticatedClient
+    from infinity_client.api.default import models
+    from infinity_client.models import OpenAIModelInfo
+
+    listed = models.sync(client=AuthenticatedClient(base_url=url, token=KEY))
+    assert isinstance(listed, OpenAIModelInfo)
+    assert [m.id for m in listed.data] == ["tiny-reranker"]
+    assert listed.data[0].backend == tiny.scorer.describe().backend and listed.data[0].capabilities == ["rerank"]
+    assert httpx.get(url + "/models").status_code == 401  # behind the key, as Infinity's route is
+
+
+def test_tei_info_has_teis_fields(url: str, tiny: Reranker, tiny_model: Any) -> None:
+    """/info carries every field of TEI's ``Info`` (router/src/lib.rs, ``struct Info``) with TEI's types;
+    TEI clients such as Dify's read ``model_type`` (``{"reranker": {...}}``), ``max_input_length`` and
+    ``max_client_batch_size`` from it. TEI takes the labels from the model's config.json."""
+    import json
+
+    info = httpx.get(url + "/info", headers={"Authorization": f"Bearer {KEY}"}).json()
+    tei_fields: dict[str, Any] = {  # name: type, as TEI serialises them (Option<...> may be null)
+        "model_id": str,
+        "model_sha": (str, type(None)),
+        "model_dtype": str,
+        "model_type": dict,
+        "max_concurrent_requests": int,
+        "max_input_length": int,
+        "max_batch_tokens": int,
+        "max_batch_requests": (int, type(None)),
+        "max_client_batch_size": int,
+        "auto_truncate": bool,
+        "tokenization_workers": int,
+        "version": str,
+        "sha": (str, type(None)),
+        "docker_label": (str, type(None)),
+    }
+    for name, kind in tei_fields.items():
+        assert isinstance(info.get(name, ...), kind), name
+    config = json.loads((tiny_model / "config.json").read_text())
+    want = {str(k): v for k, v in config["id2label"].items()}
+    assert info["model_type"] == {"reranker": {"id2label": want, "label2id": {v: int(k) for k, v in want.items()}}}
+    assert info["model_id"] == "tiny-reranker" and info["max_input_length"] == tiny.max_length
+    assert info["model_dtype"] in ("float32", "float16", "bfloat16", "int8")
+
+
 def test_tei_with_plain_httpx(url: str, local: Any) -> None:
     r = httpx.post(
         url + "/rerank",

@@ -44,6 +44,7 @@ from crossrank.reranker import Reranker
 from crossrank.results import RankedResults
 from crossrank.scoring.local import LocalScorer
 from crossrank.server.access import REQUEST_ID_HEADER, RequestInfo, log_access, request_id
+from crossrank.server.discovery import model_list, tei_info
 from crossrank.server.metrics import LiveStats, Metrics, route_label
 from crossrank.server.settings import ServerSettings
 
@@ -420,6 +421,7 @@ def create_app(
         yield
         # Graceful shutdown happens before this point: the server stops accepting and finishes in-flight requests.
 
+    started = int(time.time())  # the models' "created" time in /models
     app = FastAPI(
         title="crossrank",
         version=__version__,
@@ -731,9 +733,20 @@ def create_app(
 
     @app.get("/info", response_model=None, responses={200: {"model": Info}, 401: {"model": CohereError}})
     async def info() -> Any:
+        """crossrank's description of the served model, with Hugging Face TEI's ``Info`` fields beside it."""
         d = reranker.scorer.describe()
+        tei = tei_info(
+            model_id=settings.model_name,
+            scorer=reranker.scorer,
+            backend=d.backend,
+            max_length=d.max_length,
+            max_concurrent=settings.max_concurrent,
+            max_documents=settings.max_documents,
+            version=__version__,
+        )
         return JSONResponse(
             {
+                **tei,
                 "model": settings.model_name,
                 "served_model_names": list(settings.served_model_names),
                 "kind": d.kind,
@@ -752,9 +765,33 @@ def create_app(
                     "max_concurrent": settings.max_concurrent,
                     "request_timeout_s": settings.request_timeout_s,
                 },
-                "version": __version__,
             }
         )
+
+    def models(owned_by: str) -> Any:
+        live = state.live()
+        stats = {
+            "queue_fraction": live.inflight / max(1, settings.max_concurrent),
+            "queue_absolute": live.inflight,
+            "results_pending": live.queued,
+            "batch_size": getattr(reranker.scorer, "batch_size", None),
+        }
+        body = model_list(
+            settings.served_model_names,
+            backend=reranker.scorer.describe().backend,
+            created=started,
+            owned_by=owned_by,
+            stats=stats,
+        )
+        return JSONResponse(body)
+
+    @app.get("/models", response_model=None, summary="Infinity's model list")
+    async def infinity_models() -> Any:
+        return models("infinity")  # the only value Infinity sends (infinity_client parses it as an enum)
+
+    @app.get("/v1/models", response_model=None, summary="OpenAI-style model list (as vLLM serves it)")
+    async def openai_models() -> Any:
+        return models("crossrank")
 
     @app.get("/metrics", response_model=None, responses={200: {"content": {"text/plain": {}}}})
     async def metrics() -> Any:

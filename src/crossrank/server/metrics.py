@@ -15,7 +15,18 @@ from crossrank.errors import missing_extra
 from crossrank.scoring.token_cache import TokenCacheInfo
 
 # The routes we label by name; anything else (404s, fuzzers) is "other", keeping label sets bounded.
-ROUTES = ("/v1/rerank", "/v2/rerank", "/rerank", "/health", "/info", "/metrics", "/docs", "/openapi.json")
+ROUTES = (
+    "/v1/rerank",
+    "/v2/rerank",
+    "/rerank",
+    "/health",
+    "/info",
+    "/models",
+    "/v1/models",
+    "/metrics",
+    "/docs",
+    "/openapi.json",
+)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 

@@ -185,6 +185,21 @@ class Health(_Response):
 
 
 class Info(_Response):
+    """crossrank's fields, and Hugging Face TEI's ``Info`` fields (``model_id`` ... ``docker_label``)."""
+
+    model_id: str
+    model_sha: str | None = None
+    model_dtype: str
+    model_type: dict[str, Any]
+    max_concurrent_requests: int
+    max_input_length: int
+    max_batch_tokens: int
+    max_batch_requests: int | None = None
+    max_client_batch_size: int
+    auto_truncate: bool
+    tokenization_workers: int
+    sha: str | None = None
+    docker_label: str | None = None
     model: str
     served_model_names: list[str]
     kind: str
