@@ -186,3 +186,28 @@ def test_shared_prefix_path_equals_full_prompts(causal_models: dict[str, Path]) 
         assert backend.shared_tokens > 0 and full != shared
     finally:
         backend.share_prefix = False
+
+
+def test_a_family_assumed_from_the_architecture_alone_is_said(
+    causal_models: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Other rerankers share Qwen3's architecture with other prompts (e.g. ContextualAI's ctxl-rerank):
+    a folder not named as the family's checkpoint is scored with the family's prompt, and a warning says so."""
+    import logging
+    import shutil
+
+    from crossrank.model_files import inspect_model
+
+    unnamed = tmp_path / "my-lm"
+    shutil.copytree(causal_models["qwen3"], unnamed)
+    with caplog.at_level(logging.WARNING, logger="crossrank"):
+        assert inspect_model(unnamed).template == "qwen3-reranker"
+    assert "not named as a qwen3-reranker checkpoint" in caplog.text and "template='qwen3-reranker'" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="crossrank"):
+        inspect_model(unnamed, template="qwen3-reranker")  # confirmed: nothing to say
+        inspect_model(
+            shutil.copytree(unnamed, tmp_path / "hub" / "models--Qwen--Qwen3-Reranker-0.6B" / "snapshots" / "a")
+        )
+        inspect_model(unnamed, name="Qwen/Qwen3-Reranker-0.6B")
+    assert caplog.text == ""

@@ -86,6 +86,22 @@ SHAPES = [
         (2, 4, 1, 5, 6, 3),
         missing=2,
     ),
+    # Ties, written in the order a person reads them (RankGPT's own reader keeps the ids in written order):
+    Shape("tie-equals", "[2] = [4] > [5] > [1] > [6] > [3]", tuple(BEST)),
+    Shape("tie-at-least", "[2] >= [4] > [5] ≥ [1] > [6] > [3]", tuple(BEST)),
+    Shape("tie-approximately", "[2] ≈ [4] > [5] > [1] > [6] ~ [3]", tuple(BEST)),
+    Shape("tie-comma", "[2], [4] > [5] > [1] > [6] > [3]", tuple(BEST)),
+    Shape(
+        "pick-with-a-note",
+        "Passage [2] (a 2019 RCT) is the most relevant, then [4], then [5], then [1], then [6], then [3].",
+        tuple(BEST),
+    ),
+    Shape(
+        "pick-with-a-clause",
+        "Passage [2], which reports the trial itself, is the most relevant, followed by [4], then [5], then [1], "
+        "then [6], then [3].",
+        tuple(BEST),
+    ),
     Shape("code-fence", f"```\n{CHAIN}\n```", tuple(BEST)),
     Shape("bold-ids", " > ".join(f"**[{k}]**" for k in BEST), tuple(BEST)),
     Shape("passage-labels", " > ".join(f"Passage {k}" for k in BEST), tuple(BEST)),

@@ -95,12 +95,20 @@ def test_problems_and_long_reasoning() -> None:
         ("I can't rate this passage: it is written in 3 languages.", None),  # a refusal's number is no rating
         ("Sorry, this is hard to judge. Rating: 4", 4.0),
         ("no idea", None),
+        ("The passage mentions 3 studies. I'd give it an 8.", 8.0),  # the rating given, past other numbers
+        ("It covers 5 risk factors, so: 9", 9.0),
+        ("7. The passage discusses 3 studies.", 7.0),
+        ("Sorry, I can't give it a score: it cites 3 trials.", None),
         ("", None),
     ],
 )
 def test_parse_one_rating(answer: str, rating: float | None) -> None:
     assert parse_rating(answer, (0, 10)) == rating
     assert parse_ratings(answer, 1, (0, 10)).ratings == ({} if rating is None else {0: rating})
+
+
+def test_parse_batched_ratings_labelled_per_passage() -> None:
+    assert parse_ratings("Passage 1 rating: 7\nPassage 2 rating: 3", 2, (0, 10)).ratings == {0: 7.0, 1: 3.0}
 
 
 def test_parse_batched_ratings_reports_duplicates_and_unknown_ids() -> None:

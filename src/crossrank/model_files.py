@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from typing import Any
 
 from crossrank.errors import InvalidArgumentError, ModelLoadError, ModelNotFoundError, UnsupportedModelError
 from crossrank.exported import MANIFEST, held_variants, read_manifest
+
+log = logging.getLogger("crossrank")
 
 DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
 
@@ -170,7 +173,7 @@ def _positive_index(id2label: dict[str, Any]) -> int:
 
 
 def _causal_template(cfg: dict[str, Any], name: str, template: str | None) -> str:
-    from crossrank.prompts import TEMPLATES, template_for_model_type
+    from crossrank.prompts import TEMPLATES, names_checkpoint, template_for_model_type
 
     if template is not None:
         if template not in TEMPLATES:
@@ -181,6 +184,18 @@ def _causal_template(cfg: dict[str, Any], name: str, template: str | None) -> st
         raise UnsupportedModelError(
             f"{name} is a causal LM ({(cfg.get('architectures') or ['?'])[0]}) with no known reranker prompt: "
             f"pass template= one of {', '.join(TEMPLATES)} if it is a yes/no reranker of that family"
+        )
+    if not names_checkpoint(found, name):
+        # Other rerankers share these architectures with other prompts (e.g. a Qwen3 LM that is not
+        # Qwen3-Reranker): say which prompt is assumed, so a wrong one is not silent.
+        log.warning(
+            "%s: a %s causal LM not named as a %s checkpoint (%s); scoring it with that family's prompt and "
+            "answer tokens. Pass template=%r to confirm, or another family if it was trained with another prompt",
+            name,
+            cfg.get("model_type"),
+            found.name,
+            ", ".join(found.checkpoints),
+            found.name,
         )
     return found.name
 

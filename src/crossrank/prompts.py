@@ -173,6 +173,14 @@ BGE_RERANKER_GEMMA = PromptTemplate(
 TEMPLATES: dict[str, PromptTemplate] = {t.name: t for t in (QWEN3_RERANKER, MXBAI_RERANK_V2, BGE_RERANKER_GEMMA)}
 
 
+def names_checkpoint(template: PromptTemplate, name: str) -> bool:
+    """Whether ``name`` (a Hub id, a local path, a Hugging Face cache folder) names one of the family's
+    checkpoints (``Qwen/Qwen3-Reranker-0.6B``, ``.../models--Qwen--Qwen3-Reranker-0.6B/...``,
+    ``/srv/qwen3-reranker-4b``) or the family itself."""
+    n = name.lower().replace("--", "/")
+    return template.name in n or any(c.lower() in n or c.split("/")[-1].lower() in n for c in template.checkpoints)
+
+
 def template_for_model_type(model_type: str) -> PromptTemplate | None:
     """The default template for a causal model's ``model_type``, if crossrank knows one."""
     return next((t for t in TEMPLATES.values() if model_type in t.model_types), None)

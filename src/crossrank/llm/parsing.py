@@ -31,10 +31,20 @@ _BRACKET_ID = re.compile(r"\[\s*(\d+)\s*\]")
 _LONG_SPACE = re.compile(r"[^\S\n]{9,}")
 _NUMBER = r"(\d+(?:\.\d+)?)"
 _KEYED_RATING = re.compile(r"(?:rating|score|relevance)\W{0,3}(?:is|of|=|:)?\s*\W{0,2}" + _NUMBER, re.I)
+# "I'd give it an 8", "I rate it a 7", "so: 9" at the very end: the rating a person reads past other numbers.
+_GIVEN_RATING = re.compile(
+    r"\b(?:give|giving|gave|assign|assigning|rate|rating|rated|score|scoring)[^\S\n]+(?:it|this|the\s+passage)?"
+    r"[^\S\n]*(?:an?|as|at)?[^\S\n]*\W{0,2}" + _NUMBER + r"(?![\w.]*\d)",
+    re.I,
+)
+_CLOSING_RATING = re.compile(
+    r"(?:[:=]|\bso\b)[^\S\n]*\W{0,2}" + _NUMBER + r"\W{0,2}(?:/\s*\d+)?[^\S\n]*[.!]?\s*$", re.I
+)
 _SCALE_MENTION = re.compile(r"(?:from\s+\d+\s+to\s+\d+|\d+\s*(?:-|–|to)\s*\d+\s*scale|/\s*\d+|out\s+of\s+\d+)", re.I)
 _ANY_NUMBER = re.compile(r"(?<![\w.])" + _NUMBER + r"(?![\w.]*\d)")
 _ID_RATING = re.compile(
-    r"(?:\[\s*(\d+)\s*\]|\"(\d+)\"|^\s*(?:passage\s*)?(\d+)\s*(?:[:)=]|\.(?!\d)))[^\S\n]*[:=\-–>]?[^\S\n]*"
+    r"(?:\[\s*(\d+)\s*\]|\"(\d+)\"|^\s*(?:passage\s*)?(\d+)\s*(?:[:)=]|\.(?!\d)|(?=(?:rating|score)\b)))"
+    r"[^\S\n]*[:=\-–>]?[^\S\n]*"
     r"(?:\*\*)?(?:rating|score)?[^\S\n]*[:=]?[^\S\n]*(?:\*\*)?" + _NUMBER,
     re.I | re.M,
 )
@@ -143,7 +153,13 @@ _GAP_RE = re.compile(_GAP)
 _NOTE = r"\((?!\s*\d+\s*\))[^()\n]{0,80}\)"  # "[3] (most direct) > [1]": a note, not an id
 _NOTE_RE = re.compile(_NOTE)
 _NOTED = rf"{_ID}(?:[^\S\n]*{_NOTE})?"
-_CHAIN = re.compile(rf"{_NOTED}(?:\s*{_DESC}\s*(?:{_GAP}\s*{_DESC}\s*)?{_NOTED})+(?:\s*{_DESC}\s*{_GAP})?", re.I)
+# Equally ranked ids inside a chain ("[2] = [1] > [3]", "[3] >= [2]", "[2], [1] > [3]"): read in the order
+# written, as RankGPT's own reader does (it keeps the digits in order). A comma ties bracketed ids only.
+_TIE = r"(?:>=|≥|⩾|≈|~|=(?![=>])|,(?=\s*\[))"
+_STEP = rf"(?:{_TIE}|{_DESC})"
+_CHAIN = re.compile(rf"{_NOTED}(?:\s*{_STEP}\s*(?:{_GAP}\s*{_DESC}\s*)?{_NOTED})+(?:\s*{_DESC}\s*{_GAP})?", re.I)
+_TIE_RE = re.compile(_TIE)
+_DESC_RE = re.compile(_DESC)
 _ASC_CHAIN = re.compile(rf"{_LABELLED}(?:\s*{_ASC}\s*{_LABELLED})+", re.I)
 _H = r"[^\S\n]"  # horizontal space
 # Between two ids on a line: punctuation (and "and"), "and", spaces, or nothing ("[3][1]"); written so that
@@ -168,7 +184,8 @@ _THEN = rf"(?:[^\S\n]*[,;]?[^\S\n]*(?:and\s+)?(?:then|followed\s+by|next)[^\S\n]
 _THEN_CHAIN = re.compile(rf"{_LABELLED}{_THEN}+", re.I)
 _PICK = re.compile(
     rf"(?:most\s+relevant|best(?:\s+match)?|top(?:\s+pick)?)(?:\s+(?:passage|document|one|result|answer))?\s*"
-    rf"(?:is|:|=)\s*(?P<a>{_LABELLED})(?P<ra>{_THEN}*)|(?P<b>{_LABELLED})\s+is\s+(?:the\s+)?"
+    rf"(?:is|:|=)\s*(?P<a>{_LABELLED})(?P<ra>{_THEN}*)|(?P<b>{_LABELLED})(?:[^\S\n]*{_NOTE})?"
+    rf"(?:\s*,\s*(?:which|that|as|since|because)\b[^,\n]{{0,100}},)?\s+is\s+(?:the\s+)?"
     rf"(?:most\s+relevant|best)(?:\s+(?:one|passage|document|match))?(?P<rb>{_THEN}*)",
     re.I,
 )
@@ -228,6 +245,8 @@ def _chains(t: str) -> list[_Found]:
     out = []
     for m in _CHAIN.finditer(t):
         text = _NOTE_RE.sub(_blank, m.group(0))
+        if not _DESC_RE.search(_TIE_RE.sub(_blank, text)):
+            continue  # ties only ("[1], [2]"; "[1] = [2]"): a list or an equation, not a ranking chain
         gap = _GAP_RE.search(text)
         ids = _values(text)
         before = len(_values(text[: gap.start()])) if gap else None
@@ -577,12 +596,13 @@ def _in_scale(x: float, scale: tuple[int, int]) -> bool:
 
 def _find_rating(t: str, scale: tuple[int, int]) -> tuple[float, int] | None:
     """(rating, its character offset) in an already cleaned answer."""
-    for m in _KEYED_RATING.finditer(t):
-        x = float(m.group(1))
-        if _in_scale(x, scale):
-            return x, m.start(1)
-    if _DECLINES.search(t):  # "I can't rate this: it is in 3 languages" is not a 3
-        return None
+    for i, pattern in enumerate((_KEYED_RATING, _GIVEN_RATING, _CLOSING_RATING)):
+        if i == 1 and _DECLINES.search(t):  # "I can't rate this: it is in 3 languages" is not a 3
+            return None
+        for m in pattern.finditer(t):
+            x = float(m.group(1))
+            if _in_scale(x, scale):
+                return x, m.start(1)
     for m in _ANY_NUMBER.finditer(_SCALE_MENTION.sub(_blank, t)):
         x = float(m.group(1))
         if _in_scale(x, scale):
