@@ -92,3 +92,15 @@ def test_options_that_would_be_ignored_are_refused(tiny: Reranker, adapter: type
     with pytest.raises(ValidationError, match="topn"):
         adapter(reranker=tiny, topn=1)
     assert adapter(reranker=tiny, model=tiny.model_name).model == tiny.model_name  # the same model: fine
+
+
+def test_an_adapter_saved_with_a_cascade_says_how_to_restore_it(tiny: Reranker) -> None:
+    """LlamaIndex's to_dict keeps the cascade's name ("a > b"), which names no model: from_dict says what to do."""
+    from crossrank import Cascade, InvalidArgumentError
+
+    saved = CrossRankRerank(reranker=Cascade([(tiny, None), (tiny, 3)]), top_n=2).to_dict()
+    assert " > " in saved["model"]
+    with pytest.raises(InvalidArgumentError, match=r"pass reranker=Cascade"):
+        CrossRankRerank.from_dict(saved)
+    plain = CrossRankRerank.from_dict(CrossRankRerank(reranker=tiny, top_n=2).to_dict())  # a plain one reloads
+    assert plain.model == tiny.model_name and plain.top_n == 2

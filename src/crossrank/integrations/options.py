@@ -80,6 +80,11 @@ class RerankOptions(BaseModel):
             )
         if "normalize" in data.get("reranker_kwargs", {}):
             raise InvalidArgumentError("pass normalize= to the adapter itself, not inside reranker_kwargs")
+        if reranker is None and " > " in str(data.get("model", "")):
+            raise InvalidArgumentError(
+                f"model={data['model']!r} names a cascade's stages (an adapter saved with reranker=Cascade(...)): "
+                "a cascade is not rebuilt from its name; pass reranker=Cascade([...]) again"
+            )
         if reranker is not None:
             _check_shared(reranker, data)
             data["model"] = reranker.model_name
