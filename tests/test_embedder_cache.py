@@ -53,6 +53,20 @@ def _index(capsys: pytest.CaptureFixture[str], tmp_path: Path, embedder: Path) -
     return dict(json.loads(out))
 
 
+def _fresh_process(code: str) -> list[dict]:  # type: ignore[type-arg]
+    """Run ``code`` in a new interpreter; the JSON lines it printed, the last one with ``loaded``
+    (which of torch / sentence-transformers / transformers it imported) added."""
+    probe = (
+        "import json, sys\n" + code + "\nimport json as _j, sys as _s\n"
+        "_heavy = sorted(m for m in ('torch', 'sentence_transformers', 'transformers') if m in _s.modules)\n"
+        "print(_j.dumps({'loaded': _heavy}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(line) for line in done.stdout.strip().splitlines() if line.startswith("{")]
+    return [*lines[:-2], {**lines[-2], **lines[-1]}]
+
+
 def _st_vector(embedder: Path, text: str) -> np.ndarray:
     from sentence_transformers import SentenceTransformer
 
@@ -85,17 +99,11 @@ def test_a_fresh_query_process_imports_no_torch(
 ) -> None:
     """What the export is for: a one-off process embeds the query without sentence-transformers or torch."""
     _index(capsys, tmp_path, tiny_embedder)
-    probe = (
-        "import json, sys\n"
+    *_, got = _fresh_process(
         "from crossrank.retrieval.pipeline import Pipeline\n"
         f"p = Pipeline(db={str(tmp_path / 'db')!r})\n"
-        f"ids = p.dense_ids({QUERY!r}, 4)\n"
-        "print(json.dumps({'runtime': p.embedder_runtime, 'ids': ids,\n"
-        "    'loaded': sorted(m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules)}))\n"
+        f"print(json.dumps({{'runtime': p.embedder_runtime, 'ids': p.dense_ids({QUERY!r}, 4)}}))\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    got = json.loads(done.stdout)
     assert got["runtime"] == "onnxruntime (cached export)" and got["loaded"] == []
     assert got["ids"] == Pipeline(db=tmp_path / "db", create=True).dense_ids(QUERY, 4)
 
@@ -107,17 +115,12 @@ def test_reindexing_unchanged_files_loads_no_model(
     is then embedded exactly as sentence-transformers embeds it, and the collection still records
     Chroma's own sentence-transformers embedding function (what a plain chromadb client rebuilds)."""
     _index(capsys, tmp_path, tiny_embedder)
-    probe = (
-        "import json, sys\n"
+    *_, report, probe_out = _fresh_process(
         "from crossrank.cli import main\n"
         f"code = main(['index', {str(tmp_path / 'docs')!r}, '--db', {str(tmp_path / 'db')!r}, "
         f"'--embedder', {str(tiny_embedder)!r}, '--json'])\n"
-        "print(json.dumps({'code': code,\n"
-        "    'loaded': sorted(m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules)}))\n"
+        "print(json.dumps({'code': code}))\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    report, probe_out = (json.loads(line) for line in done.stdout.strip().splitlines()[-2:])
     assert probe_out == {"code": 0, "loaded": []}
     assert report["embedded"] == 0 and report["unchanged"] == len(TEXTS)
 
