@@ -396,6 +396,26 @@ def test_instruction_is_refused_in_each_api_shape_for_a_cross_encoder(client: An
         assert r.status_code == 400 and r.json()["error_type"] == "Validation" and "instruction" in r.json()["error"]
 
 
+@pytest.mark.parametrize(
+    ("path", "field", "value"),
+    [
+        ("/v1/rerank", "top_n", "2"),
+        ("/v1/rerank", "max_chunks_per_doc", True),
+        ("/v1/rerank", "return_documents", "yes"),
+        ("/v2/rerank", "max_tokens_per_doc", 1.5),
+        ("/rerank", "raw_scores", 1),
+        ("/rerank", "top_n", True),
+    ],
+)
+def test_numbers_and_booleans_are_not_coerced(client: Any, path: str, field: str, value: Any) -> None:
+    """The OpenAPI schema says integer / boolean, and the real APIs' typed parsers (TEI's serde, the
+    SDKs' models) refuse a string or a bool there: never read ``true`` as 1 or ``"2"`` as 2."""
+    body: dict[str, Any] = {"query": QUERY, ("texts" if path == "/rerank" else "documents"): DOCS, field: value}
+    r = client.post(path, json=body)
+    assert r.status_code == 422, r.text
+    assert field in (r.json().get("message") or r.json().get("error"))
+
+
 @pytest.fixture(scope="module")
 def causal(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from crossrank.testing_causal import make_tiny_causal_reranker

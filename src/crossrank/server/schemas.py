@@ -2,7 +2,8 @@
 
 Requests ignore keys no API defines and accept ``null`` for every optional field (SDKs send
 ``"top_n": null`` and fields of newer API versions), so a client of a newer or older API version
-still works; every field an API does define is declared here and honoured (or refused with that
+still works; numbers and booleans are strict (``"top_n": "3"`` or ``true`` is a 422, as the real
+APIs' typed parsers refuse them, never read as 3 or 1); every field an API does define is declared here and honoured (or refused with that
 API's error) by the route. Responses are written by hand in :mod:`crossrank.server.app` (one JSON encode, no
 second validation pass); the response models here document them in ``/docs`` and the OpenAPI
 schema, which the fuzz tests check the responses against.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 
 class _Request(BaseModel):
@@ -45,12 +46,12 @@ class RerankV1Request(_Request):
     query: str
     documents: list[str | DocumentObject]
     model: str | None = None
-    top_n: int | None = Field(default=None, ge=1)
-    return_documents: bool | None = None
+    top_n: StrictInt | None = Field(default=None, ge=1)
+    return_documents: StrictBool | None = None
     rank_fields: list[str] | None = Field(
         default=None, description="object documents: score these fields, in this order, as 'key: value' lines"
     )
-    max_chunks_per_doc: int | None = Field(
+    max_chunks_per_doc: StrictInt | None = Field(
         default=None, ge=1, description="windows per document with long_documents=windows (one chunk otherwise)"
     )
     instruction: str | None = _instruction()
@@ -62,10 +63,10 @@ class RerankV2Request(_Request):
     query: str
     documents: list[str]
     model: str | None = None
-    top_n: int | None = Field(default=None, ge=1)
-    max_tokens_per_doc: int | None = Field(default=None, ge=1, description="cut each document to this many tokens")
-    priority: int | None = None
-    return_documents: bool | None = None
+    top_n: StrictInt | None = Field(default=None, ge=1)
+    max_tokens_per_doc: StrictInt | None = Field(default=None, ge=1, description="cut each document to this many tokens")
+    priority: StrictInt | None = None
+    return_documents: StrictBool | None = None
     instruction: str | None = _instruction()
 
 
@@ -81,13 +82,13 @@ class RerankRequest(_Request):
     query: str
     texts: list[str] | None = None
     documents: list[str] | None = None
-    raw_scores: bool | None = None
-    return_text: bool | None = None
-    return_documents: bool | None = None
-    truncate: bool | None = None
+    raw_scores: StrictBool | None = None
+    return_text: StrictBool | None = None
+    return_documents: StrictBool | None = None
+    truncate: StrictBool | None = None
     truncation_direction: str | None = Field(default=None, description="'Right' (default) or 'Left'")
     model: str | None = None
-    top_n: int | None = Field(default=None, ge=1)
+    top_n: StrictInt | None = Field(default=None, ge=1)
     instruction: str | None = _instruction()
 
 
