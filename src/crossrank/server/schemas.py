@@ -3,10 +3,11 @@
 Requests ignore keys no API defines and accept ``null`` for every optional field (SDKs send
 ``"top_n": null`` and fields of newer API versions), so a client of a newer or older API version
 still works; numbers and booleans are strict (``"top_n": "3"`` or ``true`` is a 422, as the real
-APIs' typed parsers refuse them, never read as 3 or 1); every field an API does define is declared here and honoured (or refused with that
-API's error) by the route. Responses are written by hand in :mod:`crossrank.server.app` (one JSON encode, no
-second validation pass); the response models here document them in ``/docs`` and the OpenAPI
-schema, which the fuzz tests check the responses against.
+APIs' typed parsers refuse them, never read as 3 or 1); every field an API does define is declared
+here and honoured (or refused with that API's error) by the route. Responses are written by hand
+in :mod:`crossrank.server.app` (one JSON encode, no second validation pass); the response models
+here document them in ``/docs`` and the OpenAPI schema, which the fuzz tests check the responses
+against.
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ class RerankV2Request(_Request):
     documents: list[str]
     model: str | None = None
     top_n: StrictInt | None = Field(default=None, ge=1)
-    max_tokens_per_doc: StrictInt | None = Field(default=None, ge=1, description="cut each document to this many tokens")
+    max_tokens_per_doc: StrictInt | None = Field(
+        default=None, ge=1, description="cut each document to this many tokens"
+    )
     priority: StrictInt | None = None
     return_documents: StrictBool | None = None
     instruction: str | None = _instruction()
