@@ -74,6 +74,62 @@ def test_index_is_idempotent_and_removes_stale_chunks(
         assert kept[i][:2] == (doc, meta) and np.allclose(kept[i][2], vec, atol=1e-5)
 
 
+def test_files_gone_from_an_indexed_folder_leave_the_collection(
+    capsys: pytest.CaptureFixture[str], corpus: Path, tmp_path: Path, embedder_path: Path
+) -> None:
+    """Deleted, renamed or moved away: a file's chunks go with it (a rename is not indexed twice); hidden
+    folders (.git, .venv) are not walked; a folder indexed into the same collection is left alone."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("Statins lower cholesterol in adults.")
+    (corpus / ".venv").mkdir()
+    (corpus / ".venv" / "LICENSE.txt").write_text("Permission is hereby granted, free of charge.")
+    db = str(tmp_path / "db")
+    common = ["--db", db, "--embedder", str(embedder_path), "--chunk-size", "400", "--json"]
+    assert run(capsys, "index", str(other), *common)[0] == 0
+    code, out, _ = run(capsys, "index", str(corpus), *common)
+    first = json.loads(out)
+    assert code == 0 and first["files"] == 2  # guide.md and notes.txt: .venv is hidden
+    (corpus / "notes.txt").rename(corpus / "renamed.txt")
+    (corpus / "guide.md").unlink()
+    (corpus / "new.md").write_text("# New\n\nBall pythons eat once a week.")
+    code, out, _ = run(capsys, "index", str(corpus), *common)
+    again = json.loads(out)
+    assert code == 0 and again["removed_stale"] == first["chunks"]
+    import chromadb
+
+    col = chromadb.PersistentClient(path=db).get_collection("crossrank")
+    sources = {Path(str(m["source"])).name for m in col.get(include=["metadatas"])["metadatas"]}
+    assert sources == {"keep.txt", "renamed.txt", "new.md"}
+    assert col.count() == again["chunks"] + 1
+
+
+def test_jsonl_mistakes_are_named_with_file_and_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, embedder_path: Path
+) -> None:
+    d = tmp_path / "rows"
+    d.mkdir()
+    common = ["--db", str(tmp_path / "db"), "--embedder", str(embedder_path)]
+    cases = {
+        "dup.jsonl": (
+            '{"_id": "a", "text": "x"}\n{"_id": "a", "text": "y"}\n',
+            "dup.jsonl:2 repeats the id 'a' of line 1",
+        ),
+        "meta.jsonl": ('{"text": "x", "metadata": ["not", "a", "dict"]}\n', "meta.jsonl:1: 'metadata' must be"),
+    }
+    for name, (body, message) in cases.items():
+        (d / name).write_text(body)
+        code, _, err = run(capsys, "index", str(d / name), *common)
+        assert code == 2 and message in err, err
+    (d / "latin1.jsonl").write_bytes('{"text": "caf\u00e9"}\n'.encode("latin-1"))
+    code, _, err = run(capsys, "index", str(d / "latin1.jsonl"), *common)
+    assert code == 2 and "latin1.jsonl:1 is not UTF-8 text" in err
+    (d / "one.jsonl").write_text('{"_id": "same", "text": "first file"}\n')
+    (d / "two.jsonl").write_text('{"_id": "same", "text": "second file"}\n')
+    code, _, err = run(capsys, "index", str(d / "one.jsonl"), str(d / "two.jsonl"), *common)
+    assert code == 2 and "both give a chunk the id 'same'" in err
+
+
 def test_query_table_json_and_filters(
     capsys: pytest.CaptureFixture[str], corpus: Path, tmp_path: Path, embedder_path: Path, tiny_model: Path
 ) -> None:

@@ -117,6 +117,24 @@ def test_store_roundtrip_int8_garbage_tail_and_compaction(late_model: Path, tmp_
             ro.delete(["b"])
 
 
+def test_compaction_never_writes_into_a_file_a_killed_writer_left(late_model: Path, tmp_path: Path) -> None:
+    """A killed run can leave ``vectors-00001`` that the index never references: compaction must write
+    past it (it used to write into it and then delete it with the old shards, losing every vector)."""
+    model = load_multi_vector_model(late_model)
+    texts = ["aspirin and the heart", "coffee"]
+    vecs = model.encode_documents(texts)
+    store = LateVectorStore(tmp_path / "s")
+    store.bind(model.record.to_dict(), precision="fp16")
+    store.put(["a", "b"], texts, [pack(v, "fp16") for v in vecs])
+    (store.path / "vectors-00001.f16").write_bytes(b"\x00" * 64)  # left behind, never committed
+    store.compact()
+    for i, want in zip("ab", vecs):
+        got = store.get_by_ids([i])[0]
+        assert got is not None
+        np.testing.assert_allclose(got.floats(), want, atol=2e-3)
+    assert LateVectorStore(store.path, readonly=True).ids() == {"a", "b"}
+
+
 def test_a_run_in_progress_is_not_mistaken_for_a_killed_one(late_model: Path, tmp_path: Path) -> None:
     writer = LateVectorStore(tmp_path / "s")
     writer.bind(load_multi_vector_model(late_model).record.to_dict())

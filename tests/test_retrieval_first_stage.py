@@ -128,3 +128,46 @@ def test_hybrid_sees_a_chunk_rewritten_in_place(tmp_path: Path) -> None:
     assert pipe.count() == 4
     after = pipe._bm25_index()[0].search("zanzibar", 4)
     assert [i for i, s in after if s > 0] == ["d2"]
+
+
+def test_hybrid_fuses_only_documents_that_share_a_term_with_the_query(tmp_path: Path) -> None:
+    """BM25 pads its top k with zero-score documents (in id order); fused, they would take rank credit
+    from real dense hits. The hybrid list is the dense list plus the lexical matches, nothing else."""
+    from crossrank.retrieval.indexing import Chunk
+    from crossrank.retrieval.pipeline import Pipeline
+    from crossrank.training.testing import make_tiny_bi_encoder
+
+    bi = make_tiny_bi_encoder(tmp_path / "bi", layers=1)
+    pipe = Pipeline("notes", db=tmp_path / "db", embedder=bi, create=True, hybrid=True, candidates=5)
+    texts = [f"note {i} about gardens and weather" for i in range(20)] + ["the xylophone recital"]
+    pipe.add_chunks([Chunk(f"d{i:02d}", t, {"source": "s"}) for i, t in enumerate(texts)])
+    dense = pipe.dense_ids("xylophone", 5)
+    got = [c.id for c, _ in pipe.retrieve("xylophone")]
+    assert set(got) <= set(dense) | {"d20"} and "d20" in got  # no zero-score BM25 padding (d00, d01, ...)
+    assert [c.id for c, _ in pipe.retrieve("the of and")] == pipe.dense_ids("the of and", 5)  # BM25 adds nothing
+
+
+def test_hybrid_over_an_empty_or_stopword_collection_is_dense_only(tmp_path: Path) -> None:
+    from crossrank.retrieval.indexing import Chunk
+    from crossrank.retrieval.pipeline import Pipeline
+    from crossrank.training.testing import make_tiny_bi_encoder
+
+    bi = make_tiny_bi_encoder(tmp_path / "bi", layers=1)
+    pipe = Pipeline("empty", db=tmp_path / "db", embedder=bi, create=True, hybrid=True)
+    assert pipe.retrieve("anything") == []
+    pipe.add_chunks([Chunk("a", "the of and", {"source": "s"}), Chunk("b", "", {"source": "s"})])
+    assert sorted(c.id for c, _ in pipe.retrieve("anything")) == ["a", "b"]
+
+
+def test_a_bm25_hits_metadata_is_the_callers_own(tmp_path: Path) -> None:
+    from crossrank.retrieval.indexing import Chunk
+    from crossrank.retrieval.pipeline import Pipeline
+    from crossrank.training.testing import make_tiny_bi_encoder
+
+    bi = make_tiny_bi_encoder(tmp_path / "bi", layers=1)
+    pipe = Pipeline("notes", db=tmp_path / "db", embedder=bi, create=True, hybrid=True, candidates=1)
+    pipe.add_chunks([Chunk(f"d{i}", f"plain note {i}", {"source": "s"}) for i in range(5)])
+    pipe.add_chunks([Chunk("z", "zanzibar spice", {"source": "orig"})])
+    hit = next(c for c, d in pipe.retrieve("zanzibar") if c.id == "z")
+    hit.metadata["source"] = "edited by the caller"
+    assert next(c for c, _ in pipe.retrieve("zanzibar") if c.id == "z").metadata["source"] == "orig"

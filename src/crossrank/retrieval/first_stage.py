@@ -69,8 +69,8 @@ def first_stage(
 
     ``dense`` searches the Chroma collection (``Pipeline.dense_ids`` or a wrapper of
     ``Pipeline.dense_search``); ``bm25`` is a :class:`~crossrank.retrieval.bm25.BM25Index` over the
-    same documents. Hybrid takes ``candidates`` from each and keeps the best ``candidates`` of
-    :func:`rrf_fuse` with the dense list first.
+    same documents. Hybrid takes ``candidates`` from each (BM25's without documents that match no
+    query term) and keeps the best ``candidates`` of :func:`rrf_fuse` with the dense list first.
     """
     k = check_positive_int("candidates", candidates) or 1
     if source not in SOURCES:
@@ -83,5 +83,8 @@ def first_stage(
     if source in ("bm25", "hybrid"):
         if bm25 is None:
             raise InvalidArgumentError(f"the {source} first stage needs a BM25 index")
-        lists.append([doc for doc, _ in bm25.search(query, k)])
+        found = bm25.search(query, k)
+        # Fused, a document matching no query term would earn rank credit like a real match: BM25's
+        # list in hybrid holds only documents that share a term with the query.
+        lists.append([doc for doc, score in found if score > 0 or source == "bm25"])
     return lists[0] if len(lists) == 1 else rrf_fuse(lists)[:k]

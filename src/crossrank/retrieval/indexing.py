@@ -42,6 +42,7 @@ def split_text(text: str, chunk_size: int = 1000, overlap: int = 200) -> list[tu
         raise DatasetError(f"chunk_size must be at least 50 characters, got {chunk_size}")
     if not 0 <= overlap < chunk_size // 2:
         raise DatasetError(f"overlap must be between 0 and half of chunk_size, got {overlap}")
+    lead = len(text) - len(text.lstrip())  # start_char counts from the file's first character
     text = text.strip()
     out: list[tuple[int, str]] = []
     start, n = 0, len(text)
@@ -57,7 +58,7 @@ def split_text(text: str, chunk_size: int = 1000, overlap: int = 200) -> list[tu
                 end = start + cut
         piece = text[start:end].strip()
         if piece:
-            out.append((start, piece))
+            out.append((lead + start + len(text[start:end]) - len(text[start:end].lstrip()), piece))
         if end >= n:
             break
         nxt = max(end - overlap, start + 1)
@@ -66,8 +67,14 @@ def split_text(text: str, chunk_size: int = 1000, overlap: int = 200) -> list[tu
     return out
 
 
+def _hidden(path: Path, root: Path) -> bool:
+    """Whether ``path`` lies in a hidden file or folder below ``root`` (``.git``, ``.venv``, ``.cache``)."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
 def discover(paths: Sequence[str | Path]) -> list[Path]:
-    """Files to index under the given paths (directories are walked recursively, sorted)."""
+    """Files to index under the given paths (directories are walked recursively, sorted; hidden files
+    and folders inside them, such as ``.git`` or ``.venv``, are skipped unless named)."""
     files: list[Path] = []
     for raw in paths:
         p = Path(raw).expanduser()
@@ -75,7 +82,9 @@ def discover(paths: Sequence[str | Path]) -> list[Path]:
             raise DatasetError(f"{raw}: no such file or directory")
         if p.is_dir():
             files += sorted(
-                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES | JSONL_SUFFIXES
+                f
+                for f in p.rglob("*")
+                if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES | JSONL_SUFFIXES and not _hidden(f, p)
             )
         elif p.suffix.lower() in TEXT_SUFFIXES | JSONL_SUFFIXES:
             files.append(p)
@@ -88,17 +97,27 @@ def discover(paths: Sequence[str | Path]) -> list[Path]:
 
 def _jsonl_chunks(path: Path) -> Iterator[Chunk]:
     """BEIR ``corpus.jsonl`` shape ({"_id", "title", "text"}) or any JSON lines with "text"."""
+    seen: dict[str, int] = {}
     for n, row in iter_jsonl(path):
         text = row.get("text")
         if not isinstance(text, str):
             raise DatasetError(f"{path}:{n} has no string 'text' field")
         title = row.get("title") or ""
         doc_id = str(row.get("_id", row.get("id", f"{source_key(path)}:{n}")))
+        if doc_id in seen:
+            raise DatasetError(
+                f"{path}:{n} repeats the id {doc_id!r} of line {seen[doc_id]}: ids must be unique "
+                "(one would silently replace the other)"
+            )
+        seen[doc_id] = n
         meta: dict[str, Any] = {"source": str(path.resolve()), "chunk": 0, "line": n}
         if title:
             meta["title"] = title
-        for k, v in (row.get("metadata") or {}).items():
-            if isinstance(v, (str, int, float, bool)):
+        extra = row.get("metadata") or {}
+        if not isinstance(extra, dict):
+            raise DatasetError(f"{path}:{n}: 'metadata' must be a JSON object, got {type(extra).__name__}")
+        for k, v in extra.items():
+            if isinstance(v, (str, int, float, bool)) and v == v:  # NaN: Chroma drops it (never equal on re-index)
                 meta[k] = v
         yield Chunk(id=doc_id, text=f"{title} {text}".strip() if title else text, metadata=meta)
 
@@ -108,7 +127,7 @@ def chunk_file(path: Path, chunk_size: int = 1000, overlap: int = 200) -> list[C
     if path.suffix.lower() in JSONL_SUFFIXES:
         return list(_jsonl_chunks(path))
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not text
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path} is not UTF-8 text ({exc})") from exc
     key = source_key(path)

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from typing_extensions import TypedDict, Unpack
 
-from crossrank.errors import CrossrankError, InvalidArgumentError, VectorStoreError
+from crossrank.errors import CrossrankError, DatasetError, InvalidArgumentError, VectorStoreError
 from crossrank.inputs import check_positive_int, check_query, check_top_n
 from crossrank.model_files import default_model
 from crossrank.reranker import Reranker
@@ -219,6 +220,7 @@ class Pipeline:
         self.collection = get_collection(self.client, collection, ef, create=create, embedder=self.embedder)
         self.hybrid = hybrid
         self._bm25: tuple[int, BM25Index, dict[str, tuple[str, dict[str, Any]]]] | None = None
+        self._lock = threading.Lock()  # the reranker and the BM25 index are built once, whatever the threads
         self._reranker = reranker if isinstance(reranker, Reranker) else None
         self._reranker_spec = None if reranker is None or isinstance(reranker, Reranker) else os.fspath(reranker)
         self._reranker_kwargs = {"cache_size": 10_000, **reranker_kwargs}
@@ -255,9 +257,11 @@ class Pipeline:
 
     @property
     def reranker(self) -> Reranker:
-        """Made on first use, so indexing never loads (or needs) the cross-encoder."""
+        """Made on first use (once, whatever the threads), so indexing never loads (or needs) the cross-encoder."""
         if self._reranker is None:
-            self._reranker = Reranker(self._reranker_spec or default_model(), **self._reranker_kwargs)
+            with self._lock:
+                if self._reranker is None:
+                    self._reranker = Reranker(self._reranker_spec or default_model(), **self._reranker_kwargs)
         return self._reranker
 
     # ------------------------------------------------------------------ indexing
@@ -347,7 +351,8 @@ class Pipeline:
         batch_size: int = 128,
         progress: bool = True,
     ) -> IndexReport:
-        """Index files (upsert by stable id; chunks a file no longer has are deleted)."""
+        """Index files (upsert by stable id; chunks a file no longer has are deleted, and so are the chunks
+        of files that have left a folder being indexed: deleted, renamed or moved away)."""
         from tqdm.auto import tqdm
 
         t0 = time.perf_counter()
@@ -355,8 +360,15 @@ class Pipeline:
         total = removed = 0
         bar = tqdm(total=len(files), unit="file", desc="indexing", disable=not progress)
         embedded = 0
+        owner: dict[str, Path] = {}  # chunk id -> the file that gave it in this run
         for path, chunks in iter_chunks(files, chunk_size, overlap):
             bar.set_postfix_str(path.name[-30:])
+            for c in chunks:
+                if owner.setdefault(c.id, path) != path:
+                    raise DatasetError(
+                        f"{path} and {owner[c.id]} both give a chunk the id {c.id!r} (JSONL '_id' / 'id'): "
+                        "ids must be unique across the files indexed together, or one replaces the other"
+                    )
             embedded += self.add_chunks(chunks, batch_size=batch_size)
             keep = {c.id for c in chunks}
             src = str(path.resolve())
@@ -369,10 +381,35 @@ class Pipeline:
             total += len(chunks)
             bar.update(1)
         bar.close()
+        removed += self._remove_vanished(paths, files)
         late = self.index_late(progress=progress) if self.late is not None else None
         return IndexReport(
             len(files), total, removed, time.perf_counter() - t0, self.collection_name, self.count(), late, embedded
         )
+
+    def _remove_vanished(self, paths: Sequence[str | Path], files: Sequence[Path]) -> int:
+        """Delete the chunks whose source file lies under one of the indexed folders but was not found
+        there now (deleted, renamed, moved away, or now skipped as hidden); returns how many."""
+        roots = [Path(p).expanduser().resolve() for p in paths if Path(p).expanduser().is_dir()]
+        if not roots:
+            return 0
+        present = {str(f.resolve()) for f in files}
+        gone: list[str] = []
+        offset, page = 0, 5000
+        while True:
+            got = self._call(self.collection.get, include=["metadatas"], limit=page, offset=offset)
+            for i, meta in zip(got["ids"], got["metadatas"] or []):
+                src = str((meta or {}).get("source") or "")
+                if src and src not in present and any(Path(src).is_relative_to(r) for r in roots):
+                    gone.append(i)
+            if len(got["ids"]) < page:
+                break
+            offset += page
+        for s in range(0, len(gone), page):
+            self._call(self.collection.delete, ids=gone[s : s + page])
+        if gone:
+            self._bm25 = None
+        return len(gone)
 
     def index_late(
         self, *, rebuild: bool = False, batch_size: int = 32, commit_every: int = 256, progress: bool = True
@@ -392,11 +429,12 @@ class Pipeline:
     def _bm25_index(self) -> tuple[BM25Index, dict[str, tuple[str, dict[str, Any]]]]:
         """BM25 over the collection's documents, rebuilt when the collection's size changes."""
         n = self.count()
-        if self._bm25 is None or self._bm25[0] != n:
-            got = self._call(self.collection.get, include=["documents", "metadatas"])
-            docs = {i: (d or "", dict(m or {})) for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])}
-            self._bm25 = (n, BM25Index(list(docs), [t for t, _ in docs.values()]), docs)
-        return self._bm25[1], self._bm25[2]
+        with self._lock:
+            if self._bm25 is None or self._bm25[0] != n:
+                got = self._call(self.collection.get, include=["documents", "metadatas"])
+                docs = {i: (d or "", dict(m or {})) for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])}
+                self._bm25 = (n, BM25Index(list(docs), [t for t, _ in docs.values()]), docs)
+            return self._bm25[1], self._bm25[2]
 
     def dense_search(
         self,
@@ -442,7 +480,8 @@ class Pipeline:
         :func:`~crossrank.retrieval.first_stage.first_stage`, the same code ``crossrank eval`` runs;
         documents found only by BM25 have no distance (NaN here, ``None`` in search results).
         """
-        k = check_positive_int("candidates", candidates or self.candidates) or self.candidates
+        default = self.candidates or (self.late.candidates if self.late is not None else 0)  # late only: its depth
+        k = check_positive_int("candidates", candidates or default) or default
         found: dict[str, tuple[Candidate, float]] = {}
 
         def dense(q: str, n: int) -> list[str]:
@@ -455,7 +494,10 @@ class Pipeline:
         hybrid = self.hybrid and where is None and where_document is None
         bm25, store = self._bm25_index() if hybrid else (None, {})
         ids = first_stage(query, "hybrid" if hybrid else "dense", candidates=k, dense=dense, bm25=bm25)
-        return [found.get(i) or (Candidate(text=store[i][0], id=i, metadata=store[i][1]), float("nan")) for i in ids]
+        # A BM25-only hit's metadata is copied out of the cached index: a caller's edit must not reach later searches.
+        return [
+            found.get(i) or (Candidate(text=store[i][0], id=i, metadata=dict(store[i][1])), float("nan")) for i in ids
+        ]
 
     def search(self, query: str, **options: Unpack[SearchOptions]) -> SearchResults:
         """Both stages: :meth:`retrieve` ``candidates``, rerank them, keep ``top_n`` (and ``threshold``)."""
