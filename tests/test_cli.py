@@ -130,6 +130,29 @@ def test_jsonl_mistakes_are_named_with_file_and_line(
     assert code == 2 and "both give a chunk the id 'same'" in err
 
 
+def test_zero_is_refused_where_it_would_quietly_mean_the_default(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, "query", "x", "--candidates", "0", "--db", str(tmp_path / "db"))
+    assert code == 2 and "--candidates 0: must be >= 1" in err
+    for argv in (["query", "x", "--top-n", "0"], ["eval", str(tmp_path), "--limit", "0"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert "is not a positive integer" in capsys.readouterr().err
+
+
+def test_bench_checks_its_dataset_and_model_first(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """One line and exit 2 before any long work, not a peer library's traceback after retries."""
+    code, _, err = run(capsys, "bench", "--dataset", str(tmp_path / "nope"), "--quick")
+    assert code == 2 and err.startswith("crossrank: error: ") and "is not a BEIR dataset folder" in err
+    data = tmp_path / "beir"
+    (data / "qrels").mkdir(parents=True)
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
+        (data / name).write_text("")
+    code, _, err = run(capsys, "bench", "--dataset", str(data), "--model", str(tmp_path / "no-model"), "--quick")
+    assert code == 2 and "model directory" in err and "does not exist" in err and len(err.splitlines()) == 1
+
+
 def test_query_table_json_and_filters(
     capsys: pytest.CaptureFixture[str], corpus: Path, tmp_path: Path, embedder_path: Path, tiny_model: Path
 ) -> None:

@@ -137,6 +137,16 @@ async def test_unknown_option_names_the_one_meant(tiny: Reranker) -> None:
         tiny.rerank("q", ["a"], colour=1)  # type: ignore[call-arg]
 
 
+def test_a_misspelt_constructor_option_names_the_one_meant(tiny_model: Path) -> None:
+    """Before: a bare TypeError from an internal class (LocalScorer.__init__), no suggestion."""
+    from crossrank import UnknownOptionError
+
+    with pytest.raises(UnknownOptionError, match=r"Reranker\(\) got .* 'max_lenght'; did you mean 'max_length'\?"):
+        Reranker(tiny_model, max_lenght=256)  # type: ignore[call-arg]
+    with pytest.raises(UnknownOptionError, match=r"'top_k': how many results to keep is given per call"):
+        Reranker(tiny_model, top_k=3)  # type: ignore[call-arg]
+
+
 def test_errors_are_one_family() -> None:
     for name in crossrank.__all__:
         obj = getattr(crossrank, name)

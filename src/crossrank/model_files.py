@@ -111,7 +111,7 @@ def resolve_model_dir(
         )
         raise ModelNotFoundError(
             f"model {name!r} not found: {why}. Pass a local model directory instead "
-            "(Reranker('/path/to/model')), or download it once where there is network "
+            "(Reranker('/path/to/model'), --model DIR or $CROSSRANK_MODEL), or download it once where there is network "
             f"(`hf download {name}`) and set HF_HUB_OFFLINE=1."
         ) from exc
     except RepositoryNotFoundError as exc:

@@ -18,7 +18,7 @@ import numpy as np
 from typing_extensions import TypedDict, Unpack
 
 from crossrank.cache import CacheInfo, ScoreCache
-from crossrank.errors import InvalidArgumentError, InvalidDocumentTypeError
+from crossrank.errors import InvalidArgumentError, InvalidDocumentTypeError, UnknownOptionError
 from crossrank.inputs import (
     AGGREGATE_CHOICES,
     FUSION_CHOICES,
@@ -144,6 +144,17 @@ class Reranker:
         **model_options: Unpack[ModelOptions],
     ) -> None:
         remote = isinstance(model, str) and model.startswith(("http://", "https://"))
+        own = (
+            *("normalize", "long_documents", "window_overlap", "max_windows", "aggregate", "dedupe", "fusion"),
+            *("rrf_k", "cache_size", "api", "remote_options"),
+        )
+        per_call = sorted({"top_n", "top_k", "threshold"} & set(model_options))
+        if per_call:
+            raise UnknownOptionError(
+                f"Reranker() got {per_call[0]!r}: how many results to keep is given per call, "
+                "rr.rerank(query, documents, top_n=..., threshold=...)"
+            )
+        check_options(model_options, (*own, *ModelOptions.__annotations__), "Reranker")
         if model_options and (remote or isinstance(model, Scorer)):
             raise InvalidArgumentError(
                 f"{', '.join(sorted(model_options))} configure a local model; this Reranker scores through "

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 
 from crossrank.errors import CrossrankError
@@ -35,12 +36,18 @@ def _version() -> str:
     return __version__
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> str:
+    """A warning as the CLI says it: ``crossrank: warning: ...``, not Python's file, line and source."""
+    return f"crossrank: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; a ``CrossrankError`` becomes ``crossrank: error: ...`` on stderr and exit 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     if getattr(args, "quiet", False):  # no "Loading weights" bars either (read when huggingface_hub is imported)
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    python_format, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     t = time.perf_counter()
     try:
         return int(args.func(args))
@@ -50,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"crossrank: interrupted after {time.perf_counter() - t:.1f}s", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = python_format  # main() also runs in-process (tests, notebooks)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -113,6 +113,11 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(f"unknown --methods {sorted(unknown)}; choose from {', '.join(ALL_METHODS)}")
     if getattr(args, "peers", False):
         methods = tuple(dict.fromkeys([*methods, *PEER_METHODS]))
+    from crossrank.model_files import resolve_model_dir
+    from crossrank.retrieval.beir import beir_files
+
+    beir_files(args.dataset)  # both checked before any long work, with crossrank's errors, not a peer's traceback
+    resolve_model_dir(common.model(args))
     res = benchmark(
         common.model(args),
         Path(args.dataset),

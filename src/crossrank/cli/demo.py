@@ -21,7 +21,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     common.add_store_args(p)
     common.add_model_args(p)
     p.add_argument("--top-n", type=int, default=5)
-    p.add_argument("--candidates", type=int, default=30)
+    p.add_argument("--candidates", type=common.positive_int, default=30, help="first-stage candidates (default 30)")
     p.add_argument("--query", action="append", help="your own query (repeatable) instead of the examples")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)

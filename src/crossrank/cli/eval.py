@@ -49,7 +49,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("dataset")
     common.add_store_args(p)
     common.add_model_args(p, several=True)
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N queries")
+    p.add_argument("--limit", type=common.positive_int, default=None, help="evaluate only the first N queries")
     p.add_argument(
         "--candidates",
         type=common.comma_list(common.positive_int, "positive integers"),

@@ -62,10 +62,10 @@ def _export_embedder(spec: str, progress: bool) -> dict[str, Any]:
     """The embedder exported once into the cache, so later ``crossrank query`` processes skip torch."""
     import time
 
-    from crossrank.retrieval.embedder_cache import ensure_cached_export
+    from crossrank.retrieval.embedder_cache import cached_export, ensure_cached_export
 
     t = time.perf_counter()
-    if progress:
+    if progress and cached_export(spec) is None:  # nothing to say when the export is already there
         print("exporting the embedder to ONNX once, for fast queries ...", end="\r", file=sys.stderr, flush=True)
     path, status = ensure_cached_export(spec)
     if progress:

@@ -19,7 +19,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("text")
     common.add_store_args(p)
     common.add_model_args(p)
-    p.add_argument("--top-n", type=int, default=10)
+    p.add_argument("--top-n", type=common.positive_int, default=10, help="hits to show (default 10)")
     p.add_argument(
         "--candidates",
         type=int,
@@ -29,7 +29,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--hybrid", action="store_true", help="fuse BM25 with the dense first stage (reciprocal rank)")
-    p.add_argument("--where", default=None, help='metadata filter as JSON, e.g. \'{"source": "a.md"}\'')
+    p.add_argument(
+        "--where",
+        default=None,
+        help='metadata filter as JSON, e.g. \'{"source": "/abs/path/a.md"}\' (sources are stored as absolute paths)',
+    )
     p.add_argument("--where-document", default=None, help='document filter as JSON, e.g. \'{"$contains": "aspirin"}\'')
     p.add_argument("--json", action="store_true")
     late = common.add_late_args(p)
@@ -106,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
     where = _filter(args.where)
     where_doc = _filter(args.where_document)
     late = common.late_spec(args)
+    if args.candidates < (0 if late is not None else 1):
+        raise InvalidArgumentError(
+            f"--candidates {args.candidates}: must be >= 1 (0, late interaction alone, needs --late-interaction)"
+        )
     if late is not None and getattr(args, "llm", None):  # before Chroma is opened
         raise InvalidArgumentError("--late-interaction and --llm cannot be combined yet: pick one extra stage")
     extra = {"late": late, "late_candidates": args.late_candidates, "late_store": args.late_store} if late else {}

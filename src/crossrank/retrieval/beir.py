@@ -65,16 +65,24 @@ class BeirDataset:
         return BM25Index(ids, [self.doc_text(d) for d in ids])
 
 
-def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
-    """Read ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv`` from a BEIR folder."""
+def beir_files(path: str | Path, split: str = "test") -> list[Path]:
+    """``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv`` of a BEIR folder; a missing one is a
+    :class:`DatasetError` naming it (checked before any long work starts)."""
     root = Path(path).expanduser()
     need = [root / "corpus.jsonl", root / "queries.jsonl", root / "qrels" / f"{split}.tsv"]
     missing = [str(p) for p in need if not p.is_file()]
     if missing:
         raise DatasetError(
             f"{root} is not a BEIR dataset folder: missing {', '.join(missing)} "
-            "(expected corpus.jsonl, queries.jsonl, qrels/test.tsv)"
+            f"(expected corpus.jsonl, queries.jsonl, qrels/{split}.tsv)"
         )
+    return need
+
+
+def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
+    """Read ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv`` from a BEIR folder."""
+    root = Path(path).expanduser()
+    need = beir_files(root, split)
     corpus = {
         str(r["_id"]): {"title": str(r.get("title") or ""), "text": str(r.get("text") or "")}
         for r in read_jsonl(need[0])

@@ -325,6 +325,13 @@ def tune(
     n_pairs = len(work.ids)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=len(paths), desc=f"tuning {info.name} for this CPU", unit="path", disable=not show, leave=False)
+    if not show:  # no bar to watch: say why the first call takes a while (once per model, CPU and runtime)
+        log.warning(
+            "crossrank: measuring %d backend paths for %s on this CPU, once (the choice is cached; "
+            "CROSSRANK_TUNE=0 skips it) ...",
+            len(paths),
+            info.name,
+        )
     trials: list[Trial] = []
     built: dict[tuple[str, str, int], Backend] = {}
     reference: np.ndarray | None = None
