@@ -172,6 +172,11 @@ def test_query_table_json_and_filters(
     where = json.dumps({"source": str((corpus / "guide.md").resolve())})
     code, out, _ = run(capsys, "query", "python", *store, *model, "--json", "--where", where)
     assert {h["metadata"]["source"] for h in json.loads(out)["hits"]} == {str((corpus / "guide.md").resolve())}
+    # What the table would otherwise hide: hits cut to the model's length, and why a table is empty.
+    code, out, _ = run(capsys, "query", "python", *store, *model, "--max-length", "16", "--top-n", "2")
+    assert code == 0 and "note: 2 of these 2 hits were cut to the model's max length" in out
+    code, out, _ = run(capsys, "query", "python", *store, *model, "--where", '{"source": "guide.md"}')
+    assert code == 0 and "note: no hits (0 candidates from stage 1; check --where" in out
 
 
 @pytest.mark.parametrize(

@@ -93,6 +93,17 @@ def print_results(res: Any, *, snippet: int = 70, embedder_runtime: str | None =
             f"{dist:>6}  {common.shorten(common.source_label(h.metadata, h.id), 24):<24} "
             f"{common.shorten(h.text, snippet)}"
         )
+    notes = []
+    cut = sum(1 for h in res.hits if h.truncated)
+    if cut:
+        notes.append(
+            f"{cut} of these {len(res.hits)} hits were cut to the model's max length (--long-documents windows "
+            "scores every part)"
+        )
+    if not res.hits:
+        notes.append(f"no hits ({res.candidates} candidates from stage 1; check --where / --threshold)")
+    for note in notes:
+        print(f"note: {note}")
     embedded = f", query embedded by {embedder_runtime}" if embedder_runtime else ""
     print(
         f"stage 1 (Chroma, {res.candidates} candidates{embedded}): {res.retrieve_ms:.0f} ms · "
