@@ -132,6 +132,9 @@ def test_peers_flag_appends_every_peer(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(bench, "benchmark", fake)
     monkeypatch.setenv("CROSSRANK_MODEL", "/nonexistent")
+    # The run's up-front checks of the dataset and model are tested in test_cli; here only the methods matter.
+    monkeypatch.setattr("crossrank.retrieval.beir.beir_files", lambda *a, **k: [])
+    monkeypatch.setattr("crossrank.model_files.resolve_model_dir", lambda *a, **k: Path("/nonexistent"))
     assert main(["bench", "--dataset", "x", "--methods", "st,flashrank", "--peers"]) == 0
     assert seen["methods"] == ("st", "flashrank", *(m for m in PEER_METHODS if m != "flashrank"))
     assert set(bench.METHODS).isdisjoint(PEER_METHODS)
