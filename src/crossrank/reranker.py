@@ -8,6 +8,7 @@ differs between sync and async) -> :func:`crossrank.ranking.rank` -> :class:`Ran
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -144,10 +145,8 @@ class Reranker:
         **model_options: Unpack[ModelOptions],
     ) -> None:
         remote = isinstance(model, str) and model.startswith(("http://", "https://"))
-        own = (
-            *("normalize", "long_documents", "window_overlap", "max_windows", "aggregate", "dedupe", "fusion"),
-            *("rrf_k", "cache_size", "api", "remote_options"),
-        )
+        signature = inspect.signature(Reranker.__init__).parameters
+        own = [p for p in signature if p not in ("self", "model", "model_options")]  # for the hint's list
         per_call = sorted({"top_n", "top_k", "threshold"} & set(model_options))
         if per_call:
             raise UnknownOptionError(

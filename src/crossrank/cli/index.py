@@ -62,13 +62,17 @@ def _export_embedder(spec: str, progress: bool) -> dict[str, Any]:
     """The embedder exported once into the cache, so later ``crossrank query`` processes skip torch."""
     import time
 
-    from crossrank.retrieval.embedder_cache import cached_export, ensure_cached_export
+    from crossrank.retrieval.embedder_cache import ensure_cached_export
+
+    said: list[bool] = []
+
+    def say() -> None:  # only when an export starts: nothing to say when it is already cached
+        said.append(True)
+        print("exporting the embedder to ONNX once, for fast queries ...", end="\r", file=sys.stderr, flush=True)
 
     t = time.perf_counter()
-    if progress and cached_export(spec) is None:  # nothing to say when the export is already there
-        print("exporting the embedder to ONNX once, for fast queries ...", end="\r", file=sys.stderr, flush=True)
-    path, status = ensure_cached_export(spec)
-    if progress:
+    path, status = ensure_cached_export(spec, on_export=say if progress else None)
+    if said:
         print(" " * 60, end="\r", file=sys.stderr, flush=True)
     if path is None:
         return {"status": "not exported", "reason": status}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from crossrank.errors import CrossrankError
@@ -76,8 +77,10 @@ def _usable(fp: str) -> Path | None:
     return path if isinstance(graph, dict) and graph.get("size") == size else None
 
 
-def ensure_cached_export(spec: str) -> tuple[Path | None, str]:
+def ensure_cached_export(spec: str, *, on_export: Callable[[], None] | None = None) -> tuple[Path | None, str]:
     """Export ``spec`` into the cache unless it is there: ``(folder, "cached" | "exported")`` or ``(None, why not)``.
+
+    ``on_export`` is called just before an export starts (not when the export is cached), e.g. to say so.
 
     Never raises for a model the export cannot take (the pipeline then keeps sentence-transformers);
     two processes exporting at once both end with the one folder.
@@ -93,6 +96,8 @@ def ensure_cached_export(spec: str) -> tuple[Path | None, str]:
     from crossrank.retrieval.embedder_export import export_embedder
 
     dest = cache_path(fp)
+    if on_export is not None:
+        on_export()
     if dest.exists():  # something unusable in the way (not a complete export of this embedder)
         shutil.rmtree(dest, ignore_errors=True)
     try:

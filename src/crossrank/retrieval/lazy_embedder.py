@@ -39,11 +39,6 @@ class LazySentenceTransformerEmbeddingFunction(SentenceTransformerEmbeddingFunct
         self.kwargs = kwargs
 
     @property
-    def loaded(self) -> bool:
-        """Whether this process has loaded the model yet."""
-        return self.model_name in self.models
-
-    @property
     def _model(self) -> Any:  # read by the parent's __call__
         model = self.models.get(self.model_name)
         if model is not None:

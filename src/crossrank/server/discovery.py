@@ -34,7 +34,7 @@ def reranker_labels(scorer: object) -> dict[str, Any]:
     folder: remote, late interaction, LLM) reports one label, as a one-logit reranker has.
     """
     id2label: dict[str, str] = {"0": "LABEL_0"}
-    path = getattr(getattr(scorer, "info", None), "path", None) if isinstance(scorer, LocalScorer) else None
+    path = scorer.info.path if isinstance(scorer, LocalScorer) else None
     if path is not None:
         try:
             config = json.loads((Path(path) / "config.json").read_text())
